@@ -1,0 +1,72 @@
+import { resolve } from "node:path";
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../src/config.js";
+
+function configError(env: Record<string, string>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("configuration from the environment", () => {
+  it("has sensible defaults", () => {
+    expect(loadConfig({})).toEqual({
+      port: 8080,
+      host: "127.0.0.1",
+      dataDir: resolve("./data"),
+      mqttUrl: undefined,
+      mqttPort: 1883,
+      sparql: undefined,
+      logLevel: "info",
+    });
+  });
+
+  it("reads every variable", () => {
+    const config = loadConfig({
+      DTC_PORT: "0",
+      DTC_HOST: "0.0.0.0",
+      DTC_DATA_DIR: "/var/lib/dtc",
+      DTC_MQTT_URL: "mqtt://broker:1883",
+      DTC_MQTT_PORT: "11883",
+      DTC_SPARQL_QUERY_URL: "http://store:8890/sparql",
+      DTC_SPARQL_UPDATE_URL: "http://store:8890/sparql-auth",
+      DTC_LOG_LEVEL: "debug",
+    });
+    expect(config).toMatchObject({
+      port: 0,
+      host: "0.0.0.0",
+      dataDir: "/var/lib/dtc",
+      mqttUrl: "mqtt://broker:1883",
+      mqttPort: 11883,
+      sparql: { queryUrl: "http://store:8890/sparql", updateUrl: "http://store:8890/sparql-auth" },
+      logLevel: "debug",
+    });
+  });
+
+  it("names every bad variable with its value", () => {
+    const err = configError({ DTC_PORT: "eighty", DTC_MQTT_PORT: "70000", DTC_LOG_LEVEL: "loud" });
+    expect(err.issues.map((i) => i.variable).sort()).toEqual(["DTC_LOG_LEVEL", "DTC_MQTT_PORT", "DTC_PORT"]);
+    expect(err.message).toContain('DTC_PORT: must be a port number (0-65535) (got "eighty")');
+    expect(err.message).toContain('(got "70000")');
+  });
+
+  it("refuses URLs of the wrong kind", () => {
+    expect(configError({ DTC_MQTT_URL: "http://broker" }).issues[0]?.message).toMatch(/mqtt, mqtts/);
+    expect(configError({ DTC_MQTT_URL: "broker:1883" }).issues[0]?.variable).toBe("DTC_MQTT_URL");
+  });
+
+  it("needs both SPARQL endpoints or neither", () => {
+    const err = configError({ DTC_SPARQL_QUERY_URL: "http://store/sparql" });
+    expect(err.issues).toEqual([
+      {
+        variable: "DTC_SPARQL_UPDATE_URL",
+        message:
+          'must be set too: a remote SPARQL store needs both the query and the update endpoint (got "")',
+      },
+    ]);
+  });
+});

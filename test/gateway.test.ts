@@ -1,0 +1,105 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../src/config.js";
+import { type Gateway, startGateway } from "../src/gateway.js";
+import { createLogger } from "../src/logger.js";
+import { projectRoot } from "../src/paths.js";
+
+describe("gateway (in-process)", () => {
+  let gateway: Gateway;
+  beforeAll(async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "dtc-gw-"));
+    gateway = await startGateway(
+      loadConfig({ DTC_PORT: "0", DTC_DATA_DIR: dataDir }),
+      createLogger("silent"),
+    );
+  });
+  afterAll(() => gateway.close());
+
+  it("serves /healthz with version and uptime", async () => {
+    const res = await fetch(`${gateway.url}/healthz`);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as Record<string, unknown>;
+    expect(body).toMatchObject({ status: "ok", name: "dtc", version: "0.1.0" });
+    expect(body.uptime).toBeTypeOf("number");
+  });
+
+  it("answers unknown paths with RFC 9457 problem details", async () => {
+    const res = await fetch(`${gateway.url}/nope`);
+    expect(res.status).toBe(404);
+    expect(res.headers.get("content-type")).toBe("application/problem+json");
+    expect(await res.json()).toMatchObject({ status: 404, title: "Not Found", instance: "/nope" });
+  });
+
+  it("registers the sample schemas at start", () => {
+    expect(gateway.models.iris().length).toBeGreaterThanOrEqual(4);
+  });
+});
+
+/** The built entry point, as `npm start` runs it (npm test builds first). */
+const main = join(projectRoot, "dist/src/main.js");
+
+function startProcess(env: Record<string, string>): ChildProcess {
+  return spawn(process.execPath, [main], {
+    env: { PATH: process.env.PATH ?? "", DTC_DATA_DIR: mkdtempSync(join(tmpdir(), "dtc-proc-")), ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+}
+
+/** Resolves with the first stdout log line matching `msg`, or rejects at the deadline. */
+function waitForLog(child: ChildProcess, msg: string, ms = 20_000): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    let buffer = "";
+    const timer = setTimeout(() => reject(new Error(`no "${msg}" log line within ${ms} ms`)), ms);
+    child.stdout?.on("data", (chunk: Buffer) => {
+      buffer += chunk.toString();
+      for (const line of buffer.split("\n")) {
+        if (!line.startsWith("{")) continue;
+        try {
+          const entry = JSON.parse(line) as Record<string, unknown>;
+          if (entry.msg === msg) {
+            clearTimeout(timer);
+            resolve(entry);
+          }
+        } catch {
+          // a partial line: wait for the rest
+        }
+      }
+    });
+  });
+}
+
+describe("gateway process (node dist/src/main.js)", () => {
+  beforeAll(() => {
+    if (!existsSync(main)) throw new Error(`${main} is missing: run "npm run build" (npm test builds first)`);
+  });
+
+  it("starts, serves /healthz and exits 0 on SIGTERM and on SIGINT", async () => {
+    for (const signal of ["SIGTERM", "SIGINT"] as const) {
+      const child = startProcess({ DTC_PORT: "0" });
+      const { url } = (await waitForLog(child, "dtc gateway listening")) as { url: string };
+      const res = await fetch(`${url}/healthz`);
+      expect(res.status).toBe(200);
+      const exited = once(child, "exit");
+      child.kill(signal);
+      const [code] = await exited;
+      expect(code, signal).toBe(0);
+    }
+  });
+
+  it("refuses a bad configuration with exit code 2 and the variable named", async () => {
+    const child = startProcess({ DTC_PORT: "http" });
+    let stderr = "";
+    child.stderr?.on("data", (c: Buffer) => {
+      stderr += c.toString();
+    });
+    const [code] = await once(child, "exit");
+    expect(code).toBe(2);
+    expect(stderr).toContain("Invalid configuration");
+    expect(stderr).toContain('DTC_PORT: must be a port number (0-65535) (got "http")');
+  });
+});

@@ -1,0 +1,44 @@
+import dns from "node:dns";
+import net from "node:net";
+import { thingModelsDir } from "../src/paths.js";
+import { loadThingModels, SAMPLE_SCHEMA_BASE, ThingModelRegistry } from "../src/wot/model-registry.js";
+
+/** The IRI a sample schema of thing-models/ is registered under. */
+export const sample = (file: string): string => new URL(file, SAMPLE_SCHEMA_BASE).href;
+
+export async function sampleRegistry(): Promise<ThingModelRegistry> {
+  const registry = new ThingModelRegistry();
+  await loadThingModels(registry, thingModelsDir);
+  return registry;
+}
+
+/**
+ * Makes the network unreachable for this process: every outgoing TCP connection and DNS lookup
+ * fails (as on a machine with no route) and is recorded. Returns the attempts and a restore function.
+ */
+export function cutNetwork(): { attempts: string[]; restore: () => void } {
+  const attempts: string[] = [];
+  const connect = net.Socket.prototype.connect;
+  const lookup = dns.lookup;
+  const promisesLookup = dns.promises.lookup;
+  net.Socket.prototype.connect = function (this: net.Socket, ...args: unknown[]) {
+    attempts.push(`connect ${JSON.stringify(args[0])}`);
+    throw Object.assign(new Error("ENETUNREACH: network is unreachable (test)"), { code: "ENETUNREACH" });
+  } as typeof connect;
+  (dns as { lookup: unknown }).lookup = (host: string) => {
+    attempts.push(`lookup ${host}`);
+    throw Object.assign(new Error(`ENOTFOUND ${host} (test)`), { code: "ENOTFOUND" });
+  };
+  dns.promises.lookup = (async (host: string) => {
+    attempts.push(`lookup ${host}`);
+    throw Object.assign(new Error(`ENOTFOUND ${host} (test)`), { code: "ENOTFOUND" });
+  }) as typeof promisesLookup;
+  return {
+    attempts,
+    restore: () => {
+      net.Socket.prototype.connect = connect;
+      (dns as { lookup: unknown }).lookup = lookup;
+      dns.promises.lookup = promisesLookup;
+    },
+  };
+}
