@@ -39,11 +39,15 @@ export async function expand(doc: JsonObject): Promise<JsonObject[]> {
  * triple is placed in that named graph (the directory keeps one graph per TD).
  */
 export async function toNQuads(doc: JsonObject, options: { graph?: string } = {}): Promise<string> {
-  const input = options.graph === undefined ? doc : { "@id": options.graph, "@graph": doc };
-  // The @graph wrapper carries no context of its own: lift the TD's context to the wrapper.
-  if (options.graph !== undefined && "@context" in doc) {
-    const { "@context": context, ...rest } = doc;
-    Object.assign(input, { "@context": context, "@graph": rest });
+  // A named graph wraps the TD's members in @graph; its @context moves up to the wrapper.
+  let input: JsonObject = doc;
+  if (options.graph !== undefined) {
+    const { "@context": context, ...members } = doc;
+    input = {
+      ...(context === undefined ? {} : { "@context": context }),
+      "@id": options.graph,
+      "@graph": members,
+    };
   }
   try {
     const nquads = await jsonld.toRDF(
