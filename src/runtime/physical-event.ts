@@ -1,0 +1,91 @@
+import jsonpointer from "jsonpointer";
+import type { PhysicalInterface } from "./physical-interface.js";
+
+/** A telemetry message of the physical twin, normalised (paper 002: the physicalEventHandler's output). */
+export interface PhysicalEvent {
+  topic: string;
+  /** When the twin received it (epoch ms). */
+  receivedAt: number;
+  /** When the PT says it happened (epoch ms); the receive time when the message carries none. */
+  ptTimestamp: number;
+  ptTimestampSource: "message" | "received";
+  sequence: number | undefined;
+  message: unknown;
+}
+
+/** A message the twin cannot use; the reason says why, for the logs and the twin's error counter. */
+export class PhysicalMessageError extends Error {
+  constructor(topic: string, reason: string) {
+    super(`physical message on "${topic}": ${reason}`);
+    this.name = "PhysicalMessageError";
+  }
+}
+
+/** Epoch milliseconds from a number (milliseconds) or an ISO 8601 string. */
+function toEpochMs(value: unknown): number | undefined {
+  if (typeof value === "number" && Number.isFinite(value)) return value;
+  if (typeof value === "string") {
+    const ms = Date.parse(value);
+    if (!Number.isNaN(ms)) return ms;
+  }
+  return undefined;
+}
+
+/** Parses and normalises one raw MQTT payload against the schema's physical interface. */
+export function normalisePhysicalMessage(
+  topic: string,
+  payload: Uint8Array | string,
+  iface: Pick<PhysicalInterface, "timestampField" | "sequenceField">,
+  receivedAt: number,
+): PhysicalEvent {
+  let message: unknown;
+  try {
+    message = JSON.parse(typeof payload === "string" ? payload : Buffer.from(payload).toString("utf8"));
+  } catch {
+    throw new PhysicalMessageError(topic, "payload is not JSON");
+  }
+  if (typeof message !== "object" || message === null) {
+    throw new PhysicalMessageError(topic, "payload is not a JSON object or array");
+  }
+  let ptTimestamp = receivedAt;
+  let ptTimestampSource: PhysicalEvent["ptTimestampSource"] = "received";
+  if (iface.timestampField !== undefined) {
+    const raw = jsonpointer.get(message, iface.timestampField);
+    if (raw !== undefined) {
+      const ms = toEpochMs(raw);
+      if (ms === undefined) {
+        throw new PhysicalMessageError(
+          topic,
+          `${iface.timestampField} is ${JSON.stringify(raw)}, not epoch milliseconds or an ISO 8601 time`,
+        );
+      }
+      ptTimestamp = ms;
+      ptTimestampSource = "message";
+    }
+  }
+  const seq = iface.sequenceField === undefined ? undefined : jsonpointer.get(message, iface.sequenceField);
+  return {
+    topic,
+    receivedAt,
+    ptTimestamp,
+    ptTimestampSource,
+    sequence: typeof seq === "number" && Number.isFinite(seq) ? seq : undefined,
+    message,
+  };
+}
+
+/**
+ * The declarative shadowing function: TD property values picked from the message by the schema's
+ * mappings. Properties absent from a message are left out (the twin keeps their last value).
+ */
+export function shadow(
+  event: PhysicalEvent,
+  iface: Pick<PhysicalInterface, "properties">,
+): Record<string, unknown> {
+  const values: Record<string, unknown> = {};
+  for (const { affordance, get } of iface.properties) {
+    const value = get(event.message);
+    if (value !== undefined) values[affordance] = value;
+  }
+  return values;
+}

@@ -1,0 +1,84 @@
+import { describe, expect, it } from "vitest";
+import { normalisePhysicalMessage, PhysicalMessageError, shadow } from "../src/runtime/physical-event.js";
+import { type PhysicalInterface, physicalInterfaceOf } from "../src/runtime/physical-interface.js";
+import { instantiate } from "../src/wot/instantiate.js";
+import { sample, sampleRegistry } from "./helpers.js";
+
+const registry = await sampleRegistry();
+const machineTd = await instantiate(registry, sample("iiot-machine.tm.jsonld"), {
+  placeholders: { DEVICE_ID: "m9" },
+});
+const machine = physicalInterfaceOf(machineTd) as PhysicalInterface;
+const NOW = Date.UTC(2026, 10, 20, 12);
+
+describe("physical interface of a twin", () => {
+  it("is read from the TD with its placeholders filled and inherited mappings", () => {
+    expect(machine).toMatchObject({
+      telemetryTopic: "dtc/iiot/m9/telemetry",
+      commandTopic: "dtc/iiot/m9/commands",
+      statusTopic: "dtc/iiot/m9/status",
+      timestampField: "/ts",
+      sequenceField: "/seq",
+    });
+    expect(machine.properties.map((p) => p.affordance).sort()).toEqual([
+      "energy",
+      "temperature",
+      "updateRate",
+      "vibration",
+    ]);
+    expect(machine.actions.get("setRate")).toEqual({ commandName: "setRate", inputPointer: "/rate" });
+  });
+
+  it("is absent for a composed twin without a physical side", async () => {
+    const area = await instantiate(registry, sample("masa-area.tm.jsonld"), {
+      placeholders: { AREA_ID: "a" },
+      links: [{ rel: "item", href: "urn:c" }],
+    });
+    expect(physicalInterfaceOf(area)).toBeUndefined();
+  });
+});
+
+describe("physical event handler and shadowing", () => {
+  it("normalises a message with an epoch-ms timestamp and a sequence number", () => {
+    const payload = JSON.stringify({
+      ts: NOW - 3,
+      seq: 41,
+      temperature: 21.5,
+      energy: 3.2,
+      vibration: { rms: 0.7 },
+    });
+    const event = normalisePhysicalMessage("dtc/iiot/m9/telemetry", Buffer.from(payload), machine, NOW);
+    expect(event).toMatchObject({
+      ptTimestamp: NOW - 3,
+      ptTimestampSource: "message",
+      sequence: 41,
+      receivedAt: NOW,
+    });
+    expect(shadow(event, machine)).toEqual({ temperature: 21.5, energy: 3.2, vibration: 0.7 });
+  });
+
+  it("accepts ISO 8601 timestamps and falls back to the receive time when there is none", () => {
+    const iso = normalisePhysicalMessage(
+      "t",
+      JSON.stringify({ ts: new Date(NOW - 5).toISOString() }),
+      machine,
+      NOW,
+    );
+    expect(iso.ptTimestamp).toBe(NOW - 5);
+    const none = normalisePhysicalMessage("t", JSON.stringify({ temperature: 1 }), machine, NOW);
+    expect(none).toMatchObject({ ptTimestamp: NOW, ptTimestampSource: "received", sequence: undefined });
+  });
+
+  it("rejects what it cannot use, saying why", () => {
+    expect(() => normalisePhysicalMessage("t", "not json", machine, NOW)).toThrow(PhysicalMessageError);
+    expect(() => normalisePhysicalMessage("t", "42", machine, NOW)).toThrow(/not a JSON object/);
+    expect(() => normalisePhysicalMessage("t", JSON.stringify({ ts: "yesterday" }), machine, NOW)).toThrow(
+      '/ts is "yesterday", not epoch milliseconds or an ISO 8601 time',
+    );
+  });
+
+  it("leaves out properties a message does not carry", () => {
+    const event = normalisePhysicalMessage("t", JSON.stringify({ ts: NOW, rate: 5 }), machine, NOW);
+    expect(shadow(event, machine)).toEqual({ updateRate: 5 });
+  });
+});
