@@ -122,6 +122,20 @@ describe("Thing Model validation names the field at fault", () => {
     ]);
   });
 
+  it("check() requires the complete dtc members once inheritance is resolved", async () => {
+    const registry = new ThingModelRegistry();
+    const iri = "https://example.org/partial.tm.jsonld";
+    registry.register(
+      iri,
+      variant((tm) => {
+        delete (tm["dtc:physicalInterface"] as Record<string, unknown>)["dtc:telemetryTopic"];
+      }),
+    );
+    expect(await registry.check(iri)).toEqual([
+      { field: "dtc:physicalInterface.dtc:telemetryTopic", description: "is required" },
+    ]);
+  });
+
   it("check() reports an unregistered tm:extends target and a circular extends", async () => {
     const registry = new ThingModelRegistry();
     const child = (href: string) => ({

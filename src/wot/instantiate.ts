@@ -141,10 +141,7 @@ export async function instantiate(
     issues.push({ field: uses[0] ?? "(root)", description: `placeholder {{${name}}} left unfilled` });
   }
   const result = validateThingDescription(td);
-  if (!result.valid) {
-    const known = new Set(issues.map((i) => `${i.field}\u0000${i.description}`));
-    issues.push(...result.errors.filter((i) => !known.has(`${i.field}\u0000${i.description}`)));
-  }
+  if (!result.valid) issues.push(...result.errors);
   if (issues.length > 0) throw new ValidationError(`Thing Description produced from ${schemaIri}`, issues);
   return td;
 }

@@ -12,7 +12,7 @@ import {
   type ThingModel,
   validateThingModel,
 } from "./thing-model.js";
-import { ValidationError, type ValidationIssue } from "./validation.js";
+import { ValidationError, type ValidationIssue, validateAgainst } from "./validation.js";
 
 /** Where the sample schemas of thing-models/ are published (their IRIs, and the base of their links). */
 export const SAMPLE_SCHEMA_BASE = "https://w3id.org/dtc/thing-models/";
@@ -179,8 +179,9 @@ export class ThingModelRegistry {
   }
 
   /**
-   * Resolves a registered model (extends, refs) with its placeholders left in place, and runs the
-   * cross-member dtc checks on the result. Returns the problems found; empty when the model is usable.
+   * Resolves a registered model (extends, refs) with its placeholders left in place, and checks the
+   * result as a whole: the complete dtc schema (members may come from ancestors) and the
+   * cross-member dtc checks. Returns the problems found; empty when the model is usable.
    */
   async check(iri: string): Promise<ValidationIssue[]> {
     const tm = this.#models.get(iri);
@@ -189,7 +190,11 @@ export class ThingModelRegistry {
       const helper = new ThingModelHelpers(this.resolver());
       const map = this.helperMap(tm, iri);
       const [resolved] = await helper.getPartialTDs(this.prepare(tm, iri), { map });
-      return checkDtcConsistency(resolved as unknown as JsonObject);
+      const complete = validateAgainst("dtc", resolved);
+      return [
+        ...(complete.valid ? [] : complete.errors),
+        ...checkDtcConsistency(resolved as unknown as JsonObject),
+      ];
     } catch (err) {
       return [{ field: "links", description: (err as Error).message }];
     }
