@@ -35,7 +35,7 @@ export const benchmark: Benchmark = {
       const iri = new URL(file, SAMPLE_SCHEMA_BASE).href;
       const schema = file.replace(".tm.jsonld", "");
       const model = registry.get(iri) as ThingModel;
-      const map = registry.helperMap(model, iri, options.placeholders);
+      const map = registry.helperMap(registry.prepare(model, iri), options.placeholders);
       const td = await instantiate(registry, iri, options);
       cases.push(
         {

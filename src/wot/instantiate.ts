@@ -107,7 +107,8 @@ export async function instantiate(
   }
 
   const map = options.placeholders ?? {};
-  const missing = [...registry.placeholders(model, schemaIri)].filter(([name]) => !(name in map));
+  const prepared = registry.prepare(model, schemaIri);
+  const missing = [...registry.placeholders(prepared)].filter(([name]) => !(name in map));
   if (missing.length > 0) {
     throw new ValidationError(
       `Thing Model ${schemaIri}`,
@@ -120,9 +121,8 @@ export async function instantiate(
 
   // One helper per call: it keeps a dependency stack and is not re-entrant.
   const helper = new ThingModelHelpers(registry.resolver());
-  const [partial] = await helper.getPartialTDs(registry.prepare(model, schemaIri), {
-    map: registry.helperMap(model, schemaIri, map),
-  });
+  // helperMap() reads `prepared` before getPartialTDs() consumes (mutates) it.
+  const [partial] = await helper.getPartialTDs(prepared, { map: registry.helperMap(prepared, map) });
   const td = partial as unknown as JsonObject;
 
   const types = Array.isArray(td["@type"]) ? (td["@type"] as string[]) : [];

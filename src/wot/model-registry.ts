@@ -127,11 +127,11 @@ export class ThingModelRegistry {
   }
 
   /**
-   * The placeholders a model uses, with where each is used. `required`: its own, its tm:extends
+   * The placeholders a model uses, with where each is used. `prepared` is a model from prepare(). `required`: its own, its tm:extends
    * ancestors' and those inside the affordances it imports with tm:ref. `reachable`: also the rest
    * of every model it refers to, which ThingModelHelpers insists on seeing in its map.
    */
-  placeholders(tm: ThingModel, iri: string | undefined, scope: "required" | "reachable" = "required") {
+  placeholders(prepared: ThingModel, scope: "required" | "reachable" = "required") {
     const all = new Map<string, string[]>();
     const seen = new Set<string>();
     const record = (doc: unknown, at: string | undefined): void => {
@@ -165,7 +165,7 @@ export class ThingModelRegistry {
         }
       }
     };
-    visit(this.prepare(tm, iri), undefined);
+    visit(prepared, undefined);
     return all;
   }
 
@@ -173,8 +173,8 @@ export class ThingModelRegistry {
    * The map to hand ThingModelHelpers: the given values, and every other placeholder of the models
    * reached mapped to itself (left for the caller to report if it reaches the result).
    */
-  helperMap(tm: ThingModel, iri: string | undefined, values: Record<string, unknown> = {}) {
-    const identity = [...this.placeholders(tm, iri, "reachable").keys()].map((k) => [k, `{{${k}}}`]);
+  helperMap(prepared: ThingModel, values: Record<string, unknown> = {}) {
+    const identity = [...this.placeholders(prepared, "reachable").keys()].map((k) => [k, `{{${k}}}`]);
     return { ...Object.fromEntries(identity), ...values };
   }
 
@@ -188,8 +188,9 @@ export class ThingModelRegistry {
     if (!tm) return [{ field: "(iri)", description: `no Thing Model is registered as ${iri}` }];
     try {
       const helper = new ThingModelHelpers(this.resolver());
-      const map = this.helperMap(tm, iri);
-      const [resolved] = await helper.getPartialTDs(this.prepare(tm, iri), { map });
+      const prepared = this.prepare(tm, iri);
+      const map = this.helperMap(prepared);
+      const [resolved] = await helper.getPartialTDs(prepared, { map });
       const complete = validateAgainst("dtc", resolved);
       return [
         ...(complete.valid ? [] : complete.errors),
