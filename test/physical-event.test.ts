@@ -69,6 +69,12 @@ describe("physical event handler and shadowing", () => {
     expect(none).toMatchObject({ ptTimestamp: NOW, ptTimestampSource: "received", sequence: undefined });
   });
 
+  it("decodes a plain Uint8Array payload as well as a Buffer", () => {
+    const bytes = new TextEncoder().encode(JSON.stringify({ ts: NOW - 1, temperature: 19 }));
+    const event = normalisePhysicalMessage("t", bytes, machine, NOW);
+    expect(shadow(event, machine)).toEqual({ temperature: 19 });
+  });
+
   it("rejects what it cannot use, saying why", () => {
     expect(() => normalisePhysicalMessage("t", "not json", machine, NOW)).toThrow(PhysicalMessageError);
     expect(() => normalisePhysicalMessage("t", "42", machine, NOW)).toThrow(/not a JSON object/);

@@ -36,6 +36,9 @@ function messageOf(err: unknown): string {
   return types.isNativeError(err) ? err.message : String(err);
 }
 
+const contextJsonOf = (input: AugmentationInput): string =>
+  JSON.stringify({ state: input.state, event: input.event });
+
 interface Installed {
   name: string;
   source: string;
@@ -44,10 +47,10 @@ interface Installed {
   failures: number;
 }
 
-// Runs inside the context: input and output are JSON strings.
+// Runs inside the context: input and output are JSON strings. The context ({ state, event }) is the
+// same for every function of one update, so the host serialises it once per update, not per function.
 const CALL = new vm.Script(`(() => {
-  const input = JSON.parse(__input);
-  const out = __fn(input.values, { state: input.state, event: input.event });
+  const out = __fn(JSON.parse(__values), JSON.parse(__context));
   if (out === undefined || out === null) return "{}";
   if (typeof out !== "object" || Array.isArray(out) || typeof out.then === "function") {
     throw new TypeError("must return an object of property values (not " + (Array.isArray(out) ? "an array" : typeof out.then === "function" ? "a promise" : typeof out) + ")");
@@ -71,8 +74,9 @@ export class Augmentations {
     this.#timeoutMs = options.timeoutMs ?? 50;
   }
 
-  #call(fn: Installed, input: AugmentationInput): Record<string, unknown> {
-    fn.context.__input = JSON.stringify(input);
+  #call(fn: Installed, values: Record<string, unknown>, contextJson: string): Record<string, unknown> {
+    fn.context.__values = JSON.stringify(values);
+    fn.context.__context = contextJson;
     try {
       return JSON.parse(CALL.runInContext(fn.context, { timeout: this.#timeoutMs }) as string);
     } catch (err) {
@@ -82,7 +86,8 @@ export class Augmentations {
         /timed out/i.test(message) ? `ran over its ${this.#timeoutMs} ms limit` : message,
       );
     } finally {
-      fn.context.__input = undefined;
+      fn.context.__values = undefined;
+      fn.context.__context = undefined;
     }
   }
 
@@ -115,7 +120,7 @@ export class Augmentations {
       );
     }
     const fn: Installed = { name, source, installedAt: Date.now(), context, failures: 0 };
-    if (probe) this.#call(fn, probe);
+    if (probe) this.#call(fn, probe.values, contextJsonOf(probe));
     const replaced = this.#functions.has(name);
     this.#functions.set(name, fn);
     return { replaced };
@@ -141,9 +146,11 @@ export class Augmentations {
   run(input: AugmentationInput): { values: Record<string, unknown>; errors: AugmentationError[] } {
     let values = input.values;
     const errors: AugmentationError[] = [];
+    if (this.#functions.size === 0) return { values, errors };
+    const contextJson = contextJsonOf(input);
     for (const fn of this.#functions.values()) {
       try {
-        values = { ...values, ...this.#call(fn, { ...input, values }) };
+        values = { ...values, ...this.#call(fn, values, contextJson) };
       } catch (err) {
         fn.failures++;
         errors.push(err as AugmentationError);

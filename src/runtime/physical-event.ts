@@ -21,6 +21,8 @@ export class PhysicalMessageError extends Error {
   }
 }
 
+const utf8 = new TextDecoder();
+
 /** Epoch milliseconds from a number (milliseconds) or an ISO 8601 string. */
 function toEpochMs(value: unknown): number | undefined {
   if (typeof value === "number" && Number.isFinite(value)) return value;
@@ -40,7 +42,14 @@ export function normalisePhysicalMessage(
 ): PhysicalEvent {
   let message: unknown;
   try {
-    message = JSON.parse(typeof payload === "string" ? payload : Buffer.from(payload).toString("utf8"));
+    // mqtt.js hands over Buffers: decode in place (Buffer.from(uint8array) would copy every payload).
+    message = JSON.parse(
+      typeof payload === "string"
+        ? payload
+        : Buffer.isBuffer(payload)
+          ? payload.toString("utf8")
+          : utf8.decode(payload),
+    );
   } catch {
     throw new PhysicalMessageError(topic, "payload is not JSON");
   }
