@@ -1,21 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { AugmentationError, type AugmentationInput, Augmentations } from "../src/runtime/augmentation.js";
+import { thrown } from "./helpers.js";
 
 const input = (values: Record<string, unknown>, state: Record<string, unknown> = {}): AugmentationInput => ({
   values,
   state,
   event: { ptTimestamp: 1, receivedAt: 2, sequence: 3 },
 });
-
-function rejection(fn: () => unknown): AugmentationError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(AugmentationError);
-    return err as AugmentationError;
-  }
-  throw new Error("expected an AugmentationError");
-}
 
 describe("augmentation functions", () => {
   it("add properties, each seeing the values so far and the previous state", () => {
@@ -44,12 +35,18 @@ describe("augmentation functions", () => {
   it("rejects a bad function with a clear error and keeps the old one", () => {
     const aug = new Augmentations();
     aug.install("f", "(v) => ({ y: 1 })");
-    expect(rejection(() => aug.install("f", "(v) => ({ y: ")).message).toMatch(/"f": does not compile/);
-    expect(rejection(() => aug.install("f", "42")).message).toMatch(/must be a function expression/);
-    expect(rejection(() => aug.install("f", "(v) => v.missing.deep", input({}))).message).toMatch(
-      /Cannot read properties/,
+    expect(thrown(() => aug.install("f", "(v) => ({ y: "), AugmentationError).message).toMatch(
+      /"f": does not compile/,
     );
-    expect(rejection(() => aug.install("bad name!", "() => ({})")).message).toMatch(/name must be/);
+    expect(thrown(() => aug.install("f", "42"), AugmentationError).message).toMatch(
+      /must be a function expression/,
+    );
+    expect(
+      thrown(() => aug.install("f", "(v) => v.missing.deep", input({})), AugmentationError).message,
+    ).toMatch(/Cannot read properties/);
+    expect(thrown(() => aug.install("bad name!", "() => ({})"), AugmentationError).message).toMatch(
+      /name must be/,
+    );
     expect(aug.run(input({})).values).toEqual({ y: 1 });
   });
 

@@ -1,16 +1,9 @@
 import { resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../src/config.js";
+import { thrown } from "./helpers.js";
 
-function configError(env: Record<string, string>): ConfigError {
-  try {
-    loadConfig(env);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return err as ConfigError;
-  }
-  throw new Error("expected a ConfigError");
-}
+const configError = (env: Record<string, string>): ConfigError => thrown(() => loadConfig(env), ConfigError);
 
 describe("configuration from the environment", () => {
   it("has sensible defaults", () => {

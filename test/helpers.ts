@@ -1,5 +1,6 @@
 import dns from "node:dns";
 import net from "node:net";
+import { expect } from "vitest";
 import { thingModelsDir } from "../src/paths.js";
 import { loadThingModels, SAMPLE_SCHEMA_BASE, ThingModelRegistry } from "../src/wot/model-registry.js";
 
@@ -41,4 +42,15 @@ export function cutNetwork(): { attempts: string[]; restore: () => void } {
       dns.promises.lookup = promisesLookup;
     },
   };
+}
+
+/** The error `fn` throws, checked to be a `type`; fails the test when nothing of that type is thrown. */
+export function thrown<E extends Error>(fn: () => unknown, type: new (...args: never[]) => E): E {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(type);
+    return err as E;
+  }
+  throw new Error(`expected a ${type.name} to be thrown`);
 }

@@ -5,6 +5,7 @@ import { thingModelsDir } from "../src/paths.js";
 import { loadThingModels, ThingModelRegistry, thingModelFiles } from "../src/wot/model-registry.js";
 import { type ThingModel, validateThingModel } from "../src/wot/thing-model.js";
 import { ValidationError, type ValidationResult } from "../src/wot/validation.js";
+import { thrown } from "./helpers.js";
 
 const read = (file: string): ThingModel => JSON.parse(readFileSync(join(thingModelsDir, file), "utf8"));
 const fields = (r: ValidationResult) => (r.valid ? [] : r.errors.map((e) => e.field));
@@ -87,15 +88,8 @@ describe("Thing Model validation names the field at fault", () => {
       tm["@type"] = "Thing";
       (tm["dtc:fidelity"] as Record<string, unknown>)["dtc:odteWindow"] = 0;
     });
-    const err = (() => {
-      try {
-        registry.register("https://example.org/bad.tm.jsonld", bad);
-      } catch (e) {
-        return e;
-      }
-    })();
-    expect(err).toBeInstanceOf(ValidationError);
-    expect((err as ValidationError).errors.map((e) => e.field)).toEqual(
+    const err = thrown(() => registry.register("https://example.org/bad.tm.jsonld", bad), ValidationError);
+    expect(err.errors.map((e) => e.field)).toEqual(
       expect.arrayContaining(["@type", "dtc:fidelity.dtc:odteWindow"]),
     );
     expect(registry.has("https://example.org/bad.tm.jsonld")).toBe(false);
