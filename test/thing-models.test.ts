@@ -95,20 +95,22 @@ describe("Thing Model validation names the field at fault", () => {
     expect(registry.has("https://example.org/bad.tm.jsonld")).toBe(false);
   });
 
-  it("check() finds a mapping to an affordance the model lacks", async () => {
+  /** Registers a variant of the IIoT device alone and returns what check() finds. */
+  const checkVariant = (change: (tm: ThingModel) => void) => {
     const registry = new ThingModelRegistry();
-    const iri = "https://example.org/typo.tm.jsonld";
-    registry.register(
-      iri,
-      variant((tm) => {
-        const pi = tm["dtc:physicalInterface"] as Record<string, Record<string, unknown>[]>;
-        (pi["dtc:propertyMapping"] as Record<string, unknown>[])[0] = {
-          "dtc:affordance": "temprature",
-          "dtc:sourcePointer": "/t",
-        };
-      }),
-    );
-    expect(await registry.check(iri)).toEqual([
+    registry.register("https://example.org/variant.tm.jsonld", variant(change));
+    return registry.check("https://example.org/variant.tm.jsonld");
+  };
+
+  it("check() finds a mapping to an affordance the model lacks", async () => {
+    const issues = await checkVariant((tm) => {
+      const pi = tm["dtc:physicalInterface"] as Record<string, Record<string, unknown>[]>;
+      (pi["dtc:propertyMapping"] as Record<string, unknown>[])[0] = {
+        "dtc:affordance": "temprature",
+        "dtc:sourcePointer": "/t",
+      };
+    });
+    expect(issues).toEqual([
       {
         field: "dtc:physicalInterface.dtc:propertyMapping.0.dtc:affordance",
         description: 'names "temprature", which is not one of the model\'s properties',
@@ -117,15 +119,10 @@ describe("Thing Model validation names the field at fault", () => {
   });
 
   it("check() requires the complete dtc members once inheritance is resolved", async () => {
-    const registry = new ThingModelRegistry();
-    const iri = "https://example.org/partial.tm.jsonld";
-    registry.register(
-      iri,
-      variant((tm) => {
-        delete (tm["dtc:physicalInterface"] as Record<string, unknown>)["dtc:telemetryTopic"];
-      }),
-    );
-    expect(await registry.check(iri)).toEqual([
+    const issues = await checkVariant((tm) => {
+      delete (tm["dtc:physicalInterface"] as Record<string, unknown>)["dtc:telemetryTopic"];
+    });
+    expect(issues).toEqual([
       { field: "dtc:physicalInterface.dtc:telemetryTopic", description: "is required" },
     ]);
   });
