@@ -70,6 +70,16 @@ class Observations {
     return flag;
   }
 
+  /** Oldest first. */
+  toArray(): [time: number, flag: boolean][] {
+    const out: [number, boolean][] = [];
+    for (let k = 0; k < this.#size; k++) {
+      const i = (this.#head + k) % this.#times.length;
+      out.push([this.#times[i] as number, this.#flags[i] === 1]);
+    }
+    return out;
+  }
+
   #grow(): void {
     const times = new Float64Array(this.#times.length * 2);
     const flags = new Uint8Array(this.#flags.length * 2);
@@ -112,6 +122,18 @@ export interface EntanglementWindowOptions {
    * For PTs that do not report their status; a PT with a status topic is judged by its status.
    */
   heartbeat?: boolean;
+}
+
+/** What a window has observed, as JSON: enough to carry a twin's entanglement to another process. */
+export interface EntanglementObservations {
+  since: number | undefined;
+  lastUpdate: number | undefined;
+  /** [committedAt, timely] per update still in the window, oldest first. */
+  updates: [number, boolean][];
+  /** Unreachable periods still in the window, and the start of an open one. */
+  down: [number, number][];
+  downSince: number | undefined;
+  gaps: [number, number][];
 }
 
 /** Sliding-window ODTE of one twin. */
@@ -185,6 +207,38 @@ export class EntanglementWindow {
     }
     while ((this.#down[0]?.[1] ?? Infinity) <= from) this.#down.shift();
     while ((this.#gaps[0]?.[1] ?? Infinity) <= from) this.#gaps.shift();
+  }
+
+  /** The observations in the window at `now` (older ones are dropped first). */
+  observations(now: number): EntanglementObservations {
+    this.#evict(now);
+    return {
+      since: this.#since,
+      lastUpdate: this.#lastUpdate,
+      updates: this.#updates.toArray(),
+      down: this.#down.map(([s, e]): [number, number] => [s, e]),
+      downSince: this.#downSince,
+      gaps: this.#gaps.map(([s, e]): [number, number] => [s, e]),
+    };
+  }
+
+  /** A window that continues from `observations` (e.g. a twin moved or restored elsewhere). */
+  static restore(
+    params: FidelityParams,
+    observations: EntanglementObservations,
+    options: EntanglementWindowOptions = {},
+  ): EntanglementWindow {
+    const window = new EntanglementWindow(params, options);
+    window.#since = observations.since;
+    window.#lastUpdate = observations.lastUpdate;
+    for (const [time, timely] of observations.updates) {
+      window.#updates.push(time, timely);
+      if (timely) window.#timelyCount++;
+    }
+    window.#down = observations.down.map(([s, e]): Interval => [s, e]);
+    window.#downSince = observations.downSince;
+    window.#gaps = observations.gaps.map(([s, e]): Interval => [s, e]);
+    return window;
   }
 
   /** The figures at `now`. */

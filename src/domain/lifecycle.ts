@@ -63,9 +63,15 @@ export class Lifecycle {
   readonly #history: LifecycleChange[] = [];
   readonly #historyLimit: number;
 
-  constructor(initial: LifecycleState = "Unbound", historyLimit = 100) {
+  /** `history`: the changes that led here (a restored twin carries its past). */
+  constructor(
+    initial: LifecycleState = "Unbound",
+    historyLimit = 100,
+    history: readonly LifecycleChange[] = [],
+  ) {
     this.#state = initial;
     this.#historyLimit = historyLimit;
+    this.#history.push(...history.slice(-historyLimit));
   }
 
   get state(): LifecycleState {

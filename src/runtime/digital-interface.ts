@@ -1,0 +1,174 @@
+import type { HttpConfig } from "@node-wot/binding-http";
+import { type ExposedThing, Servient } from "@node-wot/core";
+import type { EntanglementFigures } from "../domain/entanglement.js";
+import type { LifecycleChange } from "../domain/lifecycle.js";
+import { toExposedThingInit } from "../wot/instantiate.js";
+import type { JsonObject } from "../wot/rdf.js";
+import { StablePathHttpServer, StablePathMqttBrokerServer } from "../wot/servers.js";
+import type { Twin } from "./twin.js";
+import { TWIN_AFFORDANCES } from "./twin-description.js";
+
+/**
+ * The digital side of the twins of a process (paper 002: the digital event handler and the
+ * digital interface): one node-wot Servient with an HTTP server and an MQTT broker client shared
+ * by all twins. Each twin is an ExposedThing at /{twin id} (HTTP) and {twin id}/... (MQTT).
+ */
+
+export interface DigitalInterfaceOptions {
+  /** port 0 picks a free one; baseUri: where forms point (default http://{address}:{port}). */
+  http: { port: number; address?: string; baseUri?: string };
+  /** The broker the twins' MQTT forms point at; none: HTTP only. */
+  mqtt?: { url: string };
+  onError?: (err: Error, context: string) => void;
+}
+
+interface Exposed {
+  thing: ExposedThing;
+  unlisten: () => void;
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+export class DigitalInterface {
+  readonly #servient: Servient;
+  readonly #wot: typeof WoT;
+  readonly #http: StablePathHttpServer;
+  readonly #twins = new Map<string, Exposed>();
+  readonly #onError: (err: Error, context: string) => void;
+  /** TD id -> twin id: the servers ask for a thing's path by TD id. */
+  readonly #paths: Map<string, string>;
+
+  private constructor(
+    servient: Servient,
+    wot: typeof WoT,
+    http: StablePathHttpServer,
+    paths: Map<string, string>,
+    onError: DigitalInterfaceOptions["onError"],
+  ) {
+    this.#servient = servient;
+    this.#wot = wot;
+    this.#http = http;
+    this.#paths = paths;
+    this.#onError = onError ?? (() => {});
+  }
+
+  static async start(options: DigitalInterfaceOptions): Promise<DigitalInterface> {
+    const servient = new Servient();
+    const paths = new Map<string, string>();
+    const pathOf = (thing: ExposedThing) => {
+      const path = paths.get(thing.id);
+      if (path === undefined) throw new Error(`thing ${thing.id} is not a twin of this interface`);
+      return path;
+    };
+    const httpConfig: HttpConfig = { port: options.http.port, address: options.http.address };
+    if (options.http.baseUri !== undefined) httpConfig.baseUri = options.http.baseUri.replace(/\/+$/, "");
+    const http = new StablePathHttpServer(httpConfig, pathOf);
+    servient.addServer(http);
+    if (options.mqtt) servient.addServer(new StablePathMqttBrokerServer({ uri: options.mqtt.url }, pathOf));
+    const wot = (await servient.start()) as unknown as typeof WoT;
+    return new DigitalInterface(servient, wot, http, paths, options.onError);
+  }
+
+  /** Where HTTP forms point: {httpBase}/{twin id}/... */
+  get httpBase(): string {
+    return this.#http.formBase ?? "";
+  }
+
+  /** Exposes `twin` described by `description` (its TD, forms are added here); returns the TD as exposed. */
+  async expose(twin: Twin, description: JsonObject): Promise<JsonObject> {
+    if (this.#twins.has(twin.id)) throw new Error(`twin ${twin.id} is already exposed`);
+    const thing = await this.#wot.produce(toExposedThingInit(description) as WoT.ExposedThingInit);
+    const exposedThing = thing as unknown as ExposedThing;
+    this.#handle(twin, exposedThing, description);
+    const unlisten = twin.listen(this.#notifier(exposedThing));
+    this.#paths.set(exposedThing.id, twin.id);
+    this.#twins.set(twin.id, { thing: exposedThing, unlisten });
+    try {
+      await thing.expose();
+    } catch (err) {
+      unlisten();
+      this.#twins.delete(twin.id);
+      this.#paths.delete(exposedThing.id);
+      throw err;
+    }
+    return this.description(twin.id) as JsonObject;
+  }
+
+  /** The exposed TD of a twin. */
+  description(twinId: string): JsonObject | undefined {
+    const exposed = this.#twins.get(twinId);
+    return exposed ? (exposed.thing.getThingDescription() as unknown as JsonObject) : undefined;
+  }
+
+  async destroy(twinId: string): Promise<void> {
+    const exposed = this.#twins.get(twinId);
+    if (!exposed) return;
+    exposed.unlisten();
+    this.#twins.delete(twinId);
+    await exposed.thing.destroy();
+    this.#paths.delete(exposed.thing.id);
+  }
+
+  async close(): Promise<void> {
+    for (const id of [...this.#twins.keys()]) await this.destroy(id);
+    await this.#servient.shutdown();
+  }
+
+  #handle(twin: Twin, thing: ExposedThing, description: JsonObject): void {
+    const own = TWIN_AFFORDANCES.properties;
+    for (const name of Object.keys((description.properties as JsonObject | undefined) ?? {})) {
+      if (name in own) continue;
+      // null until the physical twin has reported it.
+      thing.setPropertyReadHandler(name, async () => (twin.properties[name] ?? null) as WoT.InteractionInput);
+    }
+    thing.setPropertyReadHandler("lifecycleState", async () => twin.lifecycleState);
+    thing.setPropertyReadHandler(
+      "entanglement",
+      async () => twin.entanglement as unknown as WoT.InteractionInput,
+    );
+    thing.setPropertyReadHandler(
+      "augmentations",
+      async () =>
+        twin.augmentations
+          .list()
+          .map((f) => ({ ...f, installedAt: iso(f.installedAt) })) as unknown as WoT.InteractionInput,
+    );
+    for (const name of Object.keys((description.actions as JsonObject | undefined) ?? {})) {
+      if (name in TWIN_AFFORDANCES.actions) continue;
+      thing.setActionHandler(name, async (params) => {
+        await twin.invoke(name, await params.value());
+        return undefined;
+      });
+    }
+    thing.setActionHandler("installAugmentation", async (params) => {
+      const { name, source } = (await params.value()) as { name: string; source: string };
+      const { replaced } = twin.installAugmentation(name, source);
+      return { name, replaced };
+    });
+    thing.setActionHandler("removeAugmentation", async (params) => {
+      const { name } = (await params.value()) as { name: string };
+      return { removed: twin.removeAugmentation(name) };
+    });
+  }
+
+  /** The digital event handler: twin changes become node-wot property changes and events. */
+  #notifier(thing: ExposedThing) {
+    const emit = (name: string) =>
+      thing.emitPropertyChange(name).catch((err: Error) => this.#onError(err, `emitting ${name}`));
+    return {
+      propertiesChanged: (names: string[]) => {
+        for (const name of names) if (name in thing.properties) emit(name);
+      },
+      lifecycleChanged: (change: LifecycleChange) => {
+        emit("lifecycleState");
+        thing.emitEvent("lifecycleChanged", { ...change, at: iso(change.at) });
+      },
+      entanglementEvaluated: () => {
+        emit("entanglement");
+      },
+      entanglementChanged: (figures: EntanglementFigures) => {
+        thing.emitEvent("entanglementChanged", figures as unknown as WoT.InteractionInput);
+      },
+    };
+  }
+}

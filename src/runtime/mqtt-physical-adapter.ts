@@ -1,0 +1,51 @@
+import type { SharedMqttConnection } from "../mqtt/connections.js";
+import type { Twin } from "./twin.js";
+
+/**
+ * The physical adapter on MQTT (paper 002: the PT side of the twin): subscribes the twin to its
+ * PT's telemetry and status topics on the process's shared connection, feeds it the messages and
+ * the connection's ups and downs, and sends its commands.
+ */
+export interface PhysicalAttachment {
+  /** Resolves once the broker granted the subscriptions (never, while it is unreachable). */
+  subscribed: Promise<void>;
+  detach(): void;
+}
+
+export function attachToPhysicalTwin(twin: Twin, connection: SharedMqttConnection): PhysicalAttachment {
+  const iface = twin.iface;
+  const undo: (() => void)[] = [];
+  let detached = false;
+  twin.attach((topic, payload) => connection.publish(topic, payload, { qos: 1 }));
+  undo.push(connection.onConnection((connected, at) => twin.setBrokerConnected(connected, at)));
+  twin.setBrokerConnected(connection.connected, Date.now());
+  const subscriptions: Promise<() => void>[] = [];
+  if (iface) {
+    subscriptions.push(
+      connection.subscribe(iface.telemetryTopic, (topic, payload) =>
+        twin.handleTelemetry(topic, payload, Date.now()),
+      ),
+    );
+    if (iface.statusTopic !== undefined) {
+      subscriptions.push(
+        connection.subscribe(iface.statusTopic, (_, payload) => twin.handleStatus(payload, Date.now())),
+      );
+    }
+  }
+  const subscribed = Promise.all(subscriptions).then((unsubscribes) => {
+    if (detached) {
+      for (const unsubscribe of unsubscribes) unsubscribe();
+      return;
+    }
+    undo.push(...unsubscribes);
+    twin.setSubscribed(true, Date.now());
+  });
+  return {
+    subscribed,
+    detach: () => {
+      detached = true;
+      for (const u of undo.splice(0)) u();
+      twin.setSubscribed(false, Date.now());
+    },
+  };
+}

@@ -1,0 +1,264 @@
+import type { Logger } from "../logger.js";
+import { MqttConnections, type SharedMqttConnection } from "../mqtt/connections.js";
+import { instantiate } from "../wot/instantiate.js";
+import type { ThingModelRegistry } from "../wot/model-registry.js";
+import type { JsonObject } from "../wot/rdf.js";
+import { isObject } from "../wot/thing-model.js";
+import { AugmentationError } from "./augmentation.js";
+import { DigitalInterface } from "./digital-interface.js";
+import { attachToPhysicalTwin, type PhysicalAttachment } from "./mqtt-physical-adapter.js";
+import { TWIN_ID, Twin, type TwinConfig, type TwinState, TwinStateError } from "./twin.js";
+import { describeTwin } from "./twin-description.js";
+
+/**
+ * The twins of one process: creates them from a schema and a configuration (or from an exported
+ * state), attaches them to their PTs on shared MQTT connections, exposes them on one node-wot
+ * Servient, and evaluates their entanglement on one timer.
+ */
+
+export interface TwinRuntimeOptions {
+  registry: ThingModelRegistry;
+  /** Default broker of the PTs, and the broker the twins' MQTT forms point at. */
+  brokerUrl: string;
+  http: { port: number; address?: string; baseUri?: string };
+  /** Expose the twins over MQTT too (default true). */
+  mqttDigital?: boolean;
+  /** How often entanglement is evaluated and pushed to consumers, ms (default 1000). */
+  pushIntervalMs?: number;
+  logger?: Logger;
+}
+
+/** Management messages: {"name", "source"} installs or replaces, {"name", "remove": true} removes. */
+export const MANAGEMENT_TOPIC = "dtc/twins/+/augmentations";
+const managementTopicOf = (id: string) => `dtc/twins/${id}/augmentations`;
+
+export class TwinNotFoundError extends Error {
+  constructor(id: string) {
+    super(`no twin with id "${id}"`);
+    this.name = "TwinNotFoundError";
+  }
+}
+
+export class TwinConflictError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TwinConflictError";
+  }
+}
+
+interface Running {
+  twin: Twin;
+  connection: SharedMqttConnection;
+  attachment: PhysicalAttachment | undefined;
+  td: JsonObject;
+}
+
+export class TwinRuntime {
+  readonly options: TwinRuntimeOptions;
+  readonly digital: DigitalInterface;
+  readonly #connections = new MqttConnections();
+  readonly #management: SharedMqttConnection;
+  readonly #twins = new Map<string, Running>();
+  readonly #timer: NodeJS.Timeout;
+  #unsubscribeManagement: (() => void) | undefined;
+
+  private constructor(options: TwinRuntimeOptions, digital: DigitalInterface) {
+    this.options = options;
+    this.digital = digital;
+    this.#management = this.#connections.acquire(options.brokerUrl);
+    this.#timer = setInterval(() => this.evaluateAll(Date.now()), options.pushIntervalMs ?? 1000);
+  }
+
+  static async start(options: TwinRuntimeOptions): Promise<TwinRuntime> {
+    const logger = options.logger;
+    const digital = await DigitalInterface.start({
+      http: options.http,
+      mqtt: options.mqttDigital === false ? undefined : { url: options.brokerUrl },
+      onError: (err, context) => logger?.warn({ err: err.message }, `digital interface: ${context}`),
+    });
+    const runtime = new TwinRuntime(options, digital);
+    runtime.#unsubscribeManagement = await runtime.#management.subscribe(MANAGEMENT_TOPIC, (topic, payload) =>
+      runtime.#manage(topic, payload),
+    );
+    return runtime;
+  }
+
+  /** Evaluates every attached twin (the timer does this each push interval). */
+  evaluateAll(now: number): void {
+    for (const { twin } of this.#twins.values()) {
+      try {
+        twin.evaluate(now);
+      } catch (err) {
+        this.options.logger?.error({ twin: twin.id, err: (err as Error).message }, "evaluation failed");
+      }
+    }
+  }
+
+  /** Creates a twin from its schema and configuration, exposes it and attaches it to its PT. */
+  async create(config: TwinConfig): Promise<Twin> {
+    this.#checkNew(config.id);
+    if (!isObject(config.placeholders ?? {})) throw new TwinStateError("placeholders must be an object");
+    const td = await instantiate(this.options.registry, config.schema, {
+      placeholders: config.placeholders ?? {},
+      id: `urn:dtc:twin:${config.id}`,
+    });
+    const description = describeTwin(td, config.fidelity);
+    return this.#start(new Twin(description, structuredClone(config)), description);
+  }
+
+  /**
+   * A twin from an exported state (restore, move, clone): same TD, state, functions, history and
+   * entanglement observations. `id` gives the copy a new id (a clone); the TD id follows it.
+   */
+  async restore(state: TwinState, options: { id?: string } = {}): Promise<Twin> {
+    if (state?.format !== "dtc-twin-state/1") {
+      throw new TwinStateError(
+        `not a twin state (format must be "dtc-twin-state/1", got ${JSON.stringify(state?.format)})`,
+      );
+    }
+    const config = { ...structuredClone(state.config), id: options.id ?? state.config.id };
+    this.#checkNew(config.id);
+    const description = structuredClone(state.td);
+    if (options.id !== undefined) description.id = `urn:dtc:twin:${config.id}`;
+    return this.#start(new Twin(description, config, state), description);
+  }
+
+  #checkNew(id: string): void {
+    if (typeof id !== "string" || !TWIN_ID.test(id)) {
+      throw new TwinStateError(
+        `twin id ${JSON.stringify(id)} must be 1-63 lowercase letters, digits, - or _`,
+      );
+    }
+    if (this.#twins.has(id)) throw new TwinConflictError(`a twin with id "${id}" already runs here`);
+  }
+
+  async #start(twin: Twin, description: JsonObject): Promise<Twin> {
+    const connection = this.#connections.acquire(twin.config.brokerUrl ?? this.options.brokerUrl);
+    const running: Running = { twin, connection, attachment: undefined, td: description };
+    this.#twins.set(twin.id, running);
+    try {
+      running.td = await this.digital.expose(twin, description);
+    } catch (err) {
+      this.#twins.delete(twin.id);
+      await connection.release();
+      throw err;
+    }
+    if (twin.attached) await this.#attach(running);
+    this.options.logger?.info({ twin: twin.id, schema: twin.config.schema }, "twin started");
+    return twin;
+  }
+
+  async #attach(running: Running): Promise<void> {
+    running.attachment = attachToPhysicalTwin(running.twin, running.connection);
+    // While the broker is unreachable the twin stays Unbound; it binds once the broker is back.
+    if (running.connection.connected) await running.attachment.subscribed;
+    else running.attachment.subscribed.catch(() => {});
+  }
+
+  #get(id: string): Running {
+    const running = this.#twins.get(id);
+    if (!running) throw new TwinNotFoundError(id);
+    return running;
+  }
+
+  get(id: string): Twin | undefined {
+    return this.#twins.get(id)?.twin;
+  }
+
+  list(): Twin[] {
+    return [...this.#twins.values()].map((r) => r.twin);
+  }
+
+  /** The twin's TD as exposed (with its HTTP and MQTT forms). */
+  description(id: string): JsonObject {
+    return this.#get(id).td;
+  }
+
+  /** Detaches a twin from its PT: Done, still exposed with its last state. */
+  stop(id: string): void {
+    const running = this.#get(id);
+    running.twin.detach(Date.now());
+    running.attachment?.detach();
+    running.attachment = undefined;
+  }
+
+  /** A Done twin attaches to its PT again. */
+  async resume(id: string): Promise<void> {
+    const running = this.#get(id);
+    if (running.twin.lifecycleState !== "Done") {
+      throw new TwinConflictError(
+        `twin ${id} is ${running.twin.lifecycleState}; only a Done twin can resume`,
+      );
+    }
+    running.twin.resume(Date.now());
+    await this.#attach(running);
+  }
+
+  exportState(id: string): TwinState {
+    return this.#get(id).twin.exportState();
+  }
+
+  /** Dismisses a twin (Stopped) and removes it: no longer exposed, its retained TD cleared. */
+  async remove(id: string): Promise<TwinState> {
+    const running = this.#get(id);
+    running.attachment?.detach();
+    running.twin.dismiss(Date.now());
+    const state = running.twin.exportState();
+    this.#twins.delete(id);
+    await this.digital.destroy(id);
+    await running.connection.release();
+    return state;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    for (const id of [...this.#twins.keys()]) {
+      const running = this.#get(id);
+      running.attachment?.detach();
+      this.#twins.delete(id);
+      await this.digital.destroy(id);
+      await running.connection.release();
+    }
+    this.#unsubscribeManagement?.();
+    await this.#management.release();
+    await this.digital.close();
+  }
+
+  /** The MQTT management topic: install or remove a function, answered on {topic}/result. */
+  #manage(topic: string, payload: Buffer): void {
+    const id = topic.split("/")[2] as string;
+    const reply = (body: Record<string, unknown>) =>
+      this.#management
+        .publish(`${managementTopicOf(id)}/result`, JSON.stringify(body), { qos: 1 })
+        .catch(() => {});
+    const twin = this.#twins.get(id)?.twin;
+    let request: unknown;
+    try {
+      request = JSON.parse(String(payload));
+    } catch {
+      reply({ ok: false, error: "payload is not JSON" });
+      return;
+    }
+    if (!twin) {
+      reply({ ok: false, error: `no twin with id "${id}"` });
+      return;
+    }
+    if (!isObject(request) || typeof request.name !== "string") {
+      reply({ ok: false, error: 'expected {"name", "source"} or {"name", "remove": true}' });
+      return;
+    }
+    const name = request.name;
+    try {
+      if (request.remove === true) {
+        reply({ ok: true, name, removed: twin.removeAugmentation(name) });
+      } else if (typeof request.source === "string") {
+        reply({ ok: true, name, ...twin.installAugmentation(name, request.source) });
+      } else {
+        reply({ ok: false, name, error: '"source" must be a string of JavaScript' });
+      }
+    } catch (err) {
+      if (!(err instanceof AugmentationError)) throw err;
+      reply({ ok: false, name, error: err.message });
+    }
+  }
+}

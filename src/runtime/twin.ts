@@ -1,0 +1,547 @@
+import jsonpointer from "jsonpointer";
+import {
+  type EntanglementFigures,
+  type EntanglementObservations,
+  EntanglementWindow,
+  type FidelityParams,
+} from "../domain/entanglement.js";
+import { isAttached, Lifecycle, type LifecycleChange, type LifecycleState } from "../domain/lifecycle.js";
+import type { JsonObject } from "../wot/rdf.js";
+import { isObject } from "../wot/thing-model.js";
+import { AugmentationError, Augmentations } from "./augmentation.js";
+import {
+  normalisePhysicalMessage,
+  type PhysicalEvent,
+  PhysicalMessageError,
+  shadow,
+} from "./physical-event.js";
+import { type PhysicalInterface, physicalInterfaceOf } from "./physical-interface.js";
+
+/**
+ * A twin, without its transports: the shadowing pipeline (physical event -> shadowing ->
+ * augmentation -> commit), its lifecycle and its entanglement. The physical adapter feeds it
+ * messages and connection changes; the digital interface listens to it. The state changes only
+ * from the physical side: actions become commands to the PT, and the state follows its reports.
+ */
+
+/** Per-instance fidelity overrides (the schema's dtc:fidelity otherwise). */
+export interface FidelityOverrides {
+  /** Td, ms. */
+  desiredTimeliness?: number;
+  /** Re, Hz. */
+  expectedUpdateRate?: number;
+  odteThreshold?: number;
+  /** W, s. */
+  odteWindow?: number;
+}
+
+/** How an instance was configured: everything needed to create it again. */
+export interface TwinConfig {
+  /** Instance id: lowercase letters, digits, - and _ (it names the twin's URLs and topics). */
+  id: string;
+  /** IRI of the DT Schema (Thing Model). */
+  schema: string;
+  /** Values of the schema's placeholders. */
+  placeholders?: Record<string, unknown>;
+  /** Broker of the physical twin; the runtime's broker when absent. */
+  brokerUrl?: string;
+  fidelity?: FidelityOverrides;
+  /** JS source `(message, { state, event }) => values` replacing the schema's declarative mapping. */
+  shadowing?: string;
+  /** How many past states and events the twin keeps (default 100 each). */
+  historyLimit?: number;
+}
+
+export const TWIN_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+export interface StateRecord {
+  committedAt: number;
+  ptTimestamp: number;
+  sequence: number | undefined;
+  /** The property values this update changed. */
+  values: Record<string, unknown>;
+}
+
+export type TwinEventType =
+  | "lifecycleChanged"
+  | "entanglementChanged"
+  | "augmentationInstalled"
+  | "augmentationRemoved"
+  | "augmentationFailed"
+  | "commandSent"
+  | "messageRejected";
+
+export interface TwinEventRecord {
+  type: TwinEventType;
+  at: number;
+  data: unknown;
+}
+
+/** What the digital interface is told. */
+export interface TwinListener {
+  propertiesChanged?(names: string[]): void;
+  lifecycleChanged?(change: LifecycleChange): void;
+  /** Every evaluation (the runtime evaluates at most once per push interval). */
+  entanglementEvaluated?(figures: EntanglementFigures): void;
+  /** The twin crossed its ODTE threshold. */
+  entanglementChanged?(figures: EntanglementFigures): void;
+}
+
+/** Where commands to the PT go. */
+export type CommandSink = (topic: string, payload: string) => Promise<void>;
+
+export interface TwinCounters {
+  messages: number;
+  rejected: number;
+  /** Updates older than the committed state (reordered in transit): measured, not committed. */
+  stale: number;
+  /** Sequence numbers skipped by the PT's messages. */
+  lost: number;
+  augmentationErrors: number;
+  commands: number;
+}
+
+/** A twin's full state as JSON: the basis for snapshot, restore, move and clone. */
+export interface TwinState {
+  format: "dtc-twin-state/1";
+  exportedAt: number;
+  config: TwinConfig;
+  td: JsonObject;
+  lifecycle: { state: LifecycleState; history: LifecycleChange[] };
+  properties: Record<string, unknown>;
+  lastUpdate: StateRecord | undefined;
+  augmentations: { name: string; source: string }[];
+  history: { states: StateRecord[]; events: TwinEventRecord[] };
+  entanglement: { figures: EntanglementFigures; observations: EntanglementObservations };
+  counters: TwinCounters;
+}
+
+export class TwinStateError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TwinStateError";
+  }
+}
+
+/** A bounded log, oldest first. */
+class BoundedLog<T> {
+  readonly #items: T[] = [];
+  constructor(readonly limit: number) {}
+  push(item: T): void {
+    this.#items.push(item);
+    if (this.#items.length > this.limit) this.#items.shift();
+  }
+  toArray(): T[] {
+    return [...this.#items];
+  }
+}
+
+const num = (v: unknown): number | undefined => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
+
+/** The fidelity of a TD (its dtc:fidelity), with per-instance overrides applied. */
+export function fidelityOf(td: JsonObject, overrides: FidelityOverrides = {}): FidelityParams {
+  const f = isObject(td["dtc:fidelity"]) ? td["dtc:fidelity"] : {};
+  const params = {
+    desiredTimelinessMs: overrides.desiredTimeliness ?? num(f["dtc:desiredTimeliness"]),
+    expectedUpdateRateHz: overrides.expectedUpdateRate ?? num(f["dtc:expectedUpdateRate"]),
+    threshold: overrides.odteThreshold ?? num(f["dtc:odteThreshold"]),
+    windowSeconds: overrides.odteWindow ?? num(f["dtc:odteWindow"]),
+  };
+  for (const [name, value] of Object.entries(params)) {
+    if (value === undefined) throw new TwinStateError(`the twin's fidelity has no ${name}`);
+  }
+  return params as FidelityParams;
+}
+
+/** PT status payloads: "online"/"offline", {"status": "online"}, or {"online": true}. */
+export function parseStatus(payload: Buffer | string): boolean | undefined {
+  const text = String(payload).trim();
+  if (text === "") return undefined;
+  let value: unknown = text;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    // a bare word
+  }
+  if (isObject(value)) value = value.online ?? value.status;
+  if (value === true || value === "online") return true;
+  if (value === false || value === "offline") return false;
+  return undefined;
+}
+
+export class Twin {
+  readonly config: TwinConfig;
+  readonly td: JsonObject;
+  readonly iface: PhysicalInterface | undefined;
+  readonly fidelity: FidelityParams;
+  readonly augmentations = new Augmentations();
+  readonly counters: TwinCounters = {
+    messages: 0,
+    rejected: 0,
+    stale: 0,
+    lost: 0,
+    augmentationErrors: 0,
+    commands: 0,
+  };
+  readonly #lifecycle: Lifecycle;
+  #window: EntanglementWindow;
+  #properties: Record<string, unknown> = {};
+  #lastUpdate: StateRecord | undefined;
+  readonly #states: BoundedLog<StateRecord>;
+  readonly #events: BoundedLog<TwinEventRecord>;
+  readonly #listeners = new Set<TwinListener>();
+  readonly #shadowing: Augmentations | undefined;
+  #figures: EntanglementFigures;
+  #subscribed = false;
+  #brokerConnected = false;
+  /** PT status: unknown until it reports one (or always, without a status topic). */
+  #ptOnline: boolean | undefined;
+  #heard = false;
+  #bound = false;
+  #commandSink: CommandSink | undefined;
+
+  constructor(td: JsonObject, config: TwinConfig, restored?: TwinState) {
+    if (!TWIN_ID.test(config.id)) {
+      throw new TwinStateError(
+        `twin id "${config.id}" must be 1-63 lowercase letters, digits, - or _, starting with a letter or digit`,
+      );
+    }
+    this.config = config;
+    this.td = td;
+    this.iface = physicalInterfaceOf(td);
+    this.fidelity = fidelityOf(td, config.fidelity);
+    const limit = config.historyLimit ?? 100;
+    this.#states = new BoundedLog(limit);
+    this.#events = new BoundedLog(limit);
+    const heartbeat = { heartbeat: this.iface?.statusTopic === undefined };
+    if (config.shadowing !== undefined) {
+      this.#shadowing = new Augmentations();
+      this.#shadowing.install("shadowing", config.shadowing);
+    }
+    if (restored) {
+      // Attached twins come back Unbound: they must bind again where they now run.
+      const state = isAttached(restored.lifecycle.state) ? "Unbound" : restored.lifecycle.state;
+      this.#lifecycle = new Lifecycle(state, limit, restored.lifecycle.history);
+      this.#properties = { ...restored.properties };
+      this.#lastUpdate = restored.lastUpdate;
+      for (const s of restored.history.states) this.#states.push(s);
+      for (const e of restored.history.events) this.#events.push(e);
+      for (const { name, source } of restored.augmentations) this.augmentations.install(name, source);
+      Object.assign(this.counters, restored.counters);
+      this.#window = EntanglementWindow.restore(this.fidelity, restored.entanglement.observations, heartbeat);
+      // The time it was not running here, the PT was not reachable from it.
+      if (this.#window.started) this.#window.setReachable(restored.exportedAt, false);
+      this.#figures = restored.entanglement.figures;
+    } else {
+      this.#lifecycle = new Lifecycle("Unbound", limit);
+      this.#window = new EntanglementWindow(this.fidelity, heartbeat);
+      this.#figures = this.#window.evaluate(Date.now());
+    }
+  }
+
+  get id(): string {
+    return this.config.id;
+  }
+
+  get lifecycleState(): LifecycleState {
+    return this.#lifecycle.state;
+  }
+
+  get properties(): Readonly<Record<string, unknown>> {
+    return this.#properties;
+  }
+
+  get lastUpdate(): StateRecord | undefined {
+    return this.#lastUpdate;
+  }
+
+  /** The latest evaluation. */
+  get entanglement(): EntanglementFigures {
+    return this.#figures;
+  }
+
+  lifecycleHistory(): readonly LifecycleChange[] {
+    return this.#lifecycle.history();
+  }
+
+  events(): TwinEventRecord[] {
+    return this.#events.toArray();
+  }
+
+  states(): StateRecord[] {
+    return this.#states.toArray();
+  }
+
+  listen(listener: TwinListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #record(type: TwinEventType, at: number, data: unknown): void {
+    this.#events.push({ type, at, data });
+  }
+
+  #transition(event: Parameters<Lifecycle["apply"]>[0], at: number): LifecycleChange | undefined {
+    const change = this.#lifecycle.apply(event, at);
+    if (change) {
+      this.#record("lifecycleChanged", at, change);
+      for (const l of this.#listeners) l.lifecycleChanged?.(change);
+    }
+    return change;
+  }
+
+  get attached(): boolean {
+    return isAttached(this.#lifecycle.state);
+  }
+
+  // --- the physical side --------------------------------------------------------------------
+
+  /** The physical adapter is (re)attached and tells the twin where commands go. */
+  attach(commandSink: CommandSink): void {
+    this.#commandSink = commandSink;
+  }
+
+  /** Subscribed to the PT's topics (true), or unsubscribed (false). */
+  setSubscribed(subscribed: boolean, at: number): void {
+    this.#subscribed = subscribed;
+    this.#updateBinding(at);
+  }
+
+  setBrokerConnected(connected: boolean, at: number): void {
+    this.#brokerConnected = connected;
+    this.#updateBinding(at);
+  }
+
+  /** A message on the PT's status topic. */
+  handleStatus(payload: Buffer | string, at: number): void {
+    const online = parseStatus(payload);
+    if (online === undefined) return;
+    this.#ptOnline = online;
+    this.#updateBinding(at);
+  }
+
+  #reachable(): boolean {
+    return this.#brokerConnected && this.#ptOnline !== false;
+  }
+
+  /** Binds when subscribed and the PT was heard from or reported online; loses binding otherwise. */
+  #updateBinding(at: number): void {
+    if (!this.attached) return;
+    if (this.#window.started) this.#window.setReachable(at, this.#reachable());
+    const canBind = this.#subscribed && this.#reachable() && (this.#heard || this.#ptOnline === true);
+    if (canBind && !this.#bound) {
+      this.#bound = true;
+      this.#window.start(at);
+      this.#window.setReachable(at, true);
+      this.#transition("bind", at);
+    } else if (!canBind && this.#bound) {
+      this.#bound = false;
+      this.#transition("bindingLost", at);
+    }
+  }
+
+  /**
+   * One raw telemetry message: normalise, shadow, augment, commit. Returns the committed update,
+   * or undefined when the message was rejected (counted and recorded) or stale.
+   */
+  handleTelemetry(topic: string, payload: Uint8Array | string, receivedAt: number): StateRecord | undefined {
+    const iface = this.iface;
+    if (!iface || !this.attached) return undefined;
+    this.counters.messages++;
+    let event: PhysicalEvent;
+    let values: Record<string, unknown>;
+    try {
+      event = normalisePhysicalMessage(topic, payload, iface, receivedAt);
+      values = this.#shadow(event);
+    } catch (err) {
+      this.counters.rejected++;
+      this.#record("messageRejected", receivedAt, { topic, reason: (err as Error).message });
+      return undefined;
+    }
+    if (!this.#heard) {
+      this.#heard = true;
+      this.#updateBinding(receivedAt);
+    }
+    const augmented = this.augmentations.run({
+      values,
+      state: this.#properties,
+      event: { ptTimestamp: event.ptTimestamp, receivedAt, sequence: event.sequence },
+    });
+    for (const error of augmented.errors) this.#augmentationFailed(error, receivedAt);
+    const last = this.#lastUpdate;
+    if (event.sequence !== undefined && last?.sequence !== undefined && event.sequence > last.sequence + 1) {
+      this.counters.lost += event.sequence - last.sequence - 1;
+    }
+    // The commit: the moment the state is the PT's state. Timeliness is measured up to here.
+    const committedAt = Date.now();
+    this.#window.recordUpdate(committedAt, event.ptTimestamp);
+    if (last !== undefined && event.ptTimestamp < last.ptTimestamp) {
+      this.counters.stale++;
+      return undefined;
+    }
+    const record: StateRecord = {
+      committedAt,
+      ptTimestamp: event.ptTimestamp,
+      sequence: event.sequence,
+      values: augmented.values,
+    };
+    Object.assign(this.#properties, augmented.values);
+    this.#lastUpdate = record;
+    this.#states.push(record);
+    const names = Object.keys(augmented.values);
+    if (names.length > 0) for (const l of this.#listeners) l.propertiesChanged?.(names);
+    return record;
+  }
+
+  #shadow(event: PhysicalEvent): Record<string, unknown> {
+    if (!this.#shadowing) return shadow(event, this.iface as PhysicalInterface);
+    if (Array.isArray(event.message)) {
+      throw new PhysicalMessageError(event.topic, "a custom shadowing function takes JSON objects only");
+    }
+    const { values, errors } = this.#shadowing.run({
+      values: event.message as Record<string, unknown>,
+      state: this.#properties,
+      event: { ptTimestamp: event.ptTimestamp, receivedAt: event.receivedAt, sequence: event.sequence },
+    });
+    if (errors[0]) throw errors[0];
+    return values;
+  }
+
+  #augmentationFailed(error: AugmentationError, at: number): void {
+    this.counters.augmentationErrors++;
+    this.#record("augmentationFailed", at, { name: error.functionName, error: error.message });
+  }
+
+  /**
+   * Evaluates entanglement at `now` and moves the lifecycle: Bound -> Entangled as soon as ODTE
+   * reaches the threshold, Bound -> Disentangled only once a whole window has been seen, and
+   * Entangled <-> Disentangled on each crossing. Detached twins keep their last figures.
+   */
+  evaluate(now: number): EntanglementFigures {
+    if (!this.attached) return this.#figures;
+    // Without a status topic the PT is judged by its heartbeat; long silence loses the binding.
+    if (this.#bound && this.iface?.statusTopic === undefined && this.#lastUpdate !== undefined) {
+      if (now - this.#lastUpdate.committedAt > 2000 / this.fidelity.expectedUpdateRateHz) {
+        this.#heard = false;
+        this.#updateBinding(now);
+      }
+    }
+    const previous = this.#figures;
+    const figures = this.#window.evaluate(now);
+    this.#figures = figures;
+    const state = this.#lifecycle.state;
+    if (state === "Bound") {
+      if (figures.entangled) this.#transition("entangle", now);
+      else if (figures.windowFilled) this.#transition("disentangle", now);
+    } else if (state === "Entangled" && !figures.entangled) {
+      this.#transition("disentangle", now);
+    } else if (state === "Disentangled" && figures.entangled) {
+      this.#transition("entangle", now);
+    }
+    for (const l of this.#listeners) l.entanglementEvaluated?.(figures);
+    if (figures.entangled !== previous.entangled && this.#window.started) {
+      this.#record("entanglementChanged", now, figures);
+      for (const l of this.#listeners) l.entanglementChanged?.(figures);
+    }
+    return figures;
+  }
+
+  // --- the digital side ---------------------------------------------------------------------
+
+  /** The command a TD action becomes (paper 002 Fig. 6), as topic and JSON payload. */
+  commandFor(action: string, input: unknown): { topic: string; payload: Record<string, unknown> } {
+    const mapping = this.iface?.actions.get(action);
+    const topic = this.iface?.commandTopic;
+    if (!mapping || topic === undefined) {
+      throw new TwinStateError(`action "${action}" has no command mapping to the physical twin`);
+    }
+    const payload: Record<string, unknown> = { command: mapping.commandName };
+    if (mapping.inputPointer !== undefined) {
+      if (input !== undefined) jsonpointer.set(payload, mapping.inputPointer, input);
+    } else if (isObject(input)) {
+      Object.assign(payload, input, { command: mapping.commandName });
+    } else if (input !== undefined) {
+      payload.input = input;
+    }
+    payload.ts = Date.now();
+    return { topic, payload };
+  }
+
+  /** Sends the command of `action` to the PT. The state changes only when the PT reports back. */
+  async invoke(action: string, input: unknown): Promise<void> {
+    if (!this.attached || !this.#commandSink) {
+      throw new TwinStateError(`twin ${this.id} is ${this.lifecycleState}: detached from its physical twin`);
+    }
+    const { topic, payload } = this.commandFor(action, input);
+    await this.#commandSink(topic, JSON.stringify(payload));
+    this.counters.commands++;
+    this.#record("commandSent", Date.now(), { action, topic, payload });
+  }
+
+  installAugmentation(name: string, source: string): { replaced: boolean } {
+    // Probe it on the current state, so that a function that cannot run is refused up front.
+    const probe = {
+      values: { ...this.#properties },
+      state: this.#properties,
+      event: {
+        ptTimestamp: this.#lastUpdate?.ptTimestamp ?? Date.now(),
+        receivedAt: Date.now(),
+        sequence: this.#lastUpdate?.sequence,
+      },
+    };
+    const result = this.augmentations.install(name, source, probe);
+    this.#record("augmentationInstalled", Date.now(), { name, replaced: result.replaced });
+    return result;
+  }
+
+  removeAugmentation(name: string): boolean {
+    const removed = this.augmentations.remove(name);
+    if (removed) this.#record("augmentationRemoved", Date.now(), { name });
+    return removed;
+  }
+
+  // --- lifecycle commands from the manager ---------------------------------------------------
+
+  /** Detaches from the PT: Done, still answering with its last state. */
+  detach(at: number): void {
+    if (!this.attached) return;
+    this.#figures = this.#window.evaluate(at);
+    this.#bound = false;
+    this.#subscribed = false;
+    this.#commandSink = undefined;
+    this.#transition("stop", at);
+  }
+
+  /** A Done twin starts again (Unbound until it binds). */
+  resume(at: number): void {
+    if (this.#lifecycle.state !== "Done") return;
+    this.#heard = false;
+    this.#ptOnline = undefined;
+    if (this.#window.started) this.#window.setReachable(at, false);
+    this.#transition("resume", at);
+  }
+
+  dismiss(at: number): void {
+    this.#bound = false;
+    this.#commandSink = undefined;
+    this.#transition("dismiss", at);
+  }
+
+  exportState(now = Date.now()): TwinState {
+    return structuredClone({
+      format: "dtc-twin-state/1",
+      exportedAt: now,
+      config: this.config,
+      td: this.td,
+      lifecycle: { state: this.#lifecycle.state, history: [...this.#lifecycle.history()] },
+      properties: this.#properties,
+      lastUpdate: this.#lastUpdate,
+      augmentations: this.augmentations.list().map(({ name, source }) => ({ name, source })),
+      history: { states: this.#states.toArray(), events: this.#events.toArray() },
+      entanglement: { figures: this.#figures, observations: this.#window.observations(now) },
+      counters: this.counters,
+    });
+  }
+}
+
+export { AugmentationError };

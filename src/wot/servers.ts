@@ -1,0 +1,169 @@
+import { type HttpConfig, HttpServer } from "@node-wot/binding-http";
+import { MqttBrokerServer } from "@node-wot/binding-mqtt";
+import type { ExposedThing } from "@node-wot/core";
+
+/**
+ * node-wot's protocol servers with the fixes a fleet of twins needs. Each exposed thing is
+ * addressed by a stable, caller-chosen path (the twin id) instead of its title: titles are for
+ * people, may repeat, and node-wot de-duplicates them by exposure order ("_2"), so URLs and
+ * topics would change from one run to the next.
+ */
+
+/** The path (HTTP) and topic level (MQTT) of a thing. Must be URL- and topic-safe: [a-z0-9_-]. */
+export type PathOf = (thing: ExposedThing) => string;
+
+const SAFE_PATH = /^[a-z0-9][a-z0-9_-]*$/;
+
+function checkedPath(pathOf: PathOf, thing: ExposedThing, taken: boolean): string {
+  const path = pathOf(thing);
+  if (!SAFE_PATH.test(path)) throw new Error(`path "${path}" of "${thing.title}" must match ${SAFE_PATH}`);
+  if (taken) throw new Error(`path "${path}" is already exposed`);
+  return path;
+}
+
+export class StablePathHttpServer extends HttpServer {
+  readonly #pathOf: PathOf;
+  readonly #paths = new Map<string, string>();
+  readonly #configured: HttpConfig;
+
+  /**
+   * `config.port` 0 picks a free port. Without `config.baseUri`, forms point at
+   * http://{address or localhost}:{port}, known once started.
+   */
+  constructor(config: HttpConfig, pathOf: PathOf) {
+    // Only the path we choose, not also one per thing id.
+    super({ ...config, devFriendlyUri: true });
+    this.#pathOf = pathOf;
+    this.#configured = config;
+  }
+
+  override async start(servient: Parameters<HttpServer["start"]>[0]): Promise<void> {
+    await super.start(servient);
+    if (this.#configured.baseUri === undefined) {
+      const address = this.#configured.address;
+      const host = address === undefined || address === "0.0.0.0" || address === "::" ? "localhost" : address;
+      (this as unknown as { baseUri: string }).baseUri =
+        `http://${host.includes(":") ? `[${host}]` : host}:${this.getPort()}`;
+    }
+  }
+
+  /** Where forms point: {baseUri}/{path}/... */
+  get formBase(): string | undefined {
+    return (this as unknown as { baseUri?: string }).baseUri;
+  }
+
+  override expose(thing: ExposedThing, tdTemplate?: WoT.ExposedThingInit): Promise<void> {
+    const path = checkedPath(this.#pathOf, thing, [...this.#paths.values()].includes(this.#pathOf(thing)));
+    const { title, id } = thing;
+    // HttpServer derives the path from slugify(title), or adds the id as a second path: hand it
+    // the path as title and no id for the synchronous part of expose() that reads them.
+    thing.title = path;
+    (thing as { id?: string }).id = undefined;
+    let exposed: Promise<void>;
+    try {
+      exposed = super.expose(thing, tdTemplate);
+    } finally {
+      thing.title = title;
+      thing.id = id;
+    }
+    this.#paths.set(id, path);
+    return exposed;
+  }
+
+  override async destroy(thingId: string): Promise<boolean> {
+    this.#paths.delete(thingId);
+    return super.destroy(thingId);
+  }
+}
+
+// HttpServer takes its port from the WOT_PORT or PORT variables when set, over the configured one:
+// a gateway must listen where its configuration says.
+Object.defineProperty(StablePathHttpServer.prototype, "obtainEnvironmentPortNumber", {
+  value: () => undefined,
+});
+
+interface MqttInternals {
+  broker?: import("mqtt").MqttClient;
+  things: Map<string, ExposedThing>;
+  exposeProperty(name: string, property: string, thing: ExposedThing): void;
+  exposeAction(name: string, action: string, thing: ExposedThing): void;
+  exposeEvent(name: string, event: string, thing: ExposedThing): void;
+  handleMessage(topic: string, payload: Buffer, packet: unknown): void;
+}
+
+/**
+ * binding-mqtt 0.8.16's MqttBrokerServer, fixed:
+ * - expose() added one more broker "message" listener per thing, so with N things every action or
+ *   write ran its handler N times: here the listener is added once, at start;
+ * - topics are built with encodeURIComponent(title) but matched against the raw title, so a title
+ *   with a space never matched: here the topic level is the thing's safe path;
+ * - destroy() left the thing's retained TD on the broker: here it is cleared.
+ */
+export class StablePathMqttBrokerServer extends MqttBrokerServer {
+  readonly #pathOf: PathOf;
+  readonly #names = new Map<string, string>();
+
+  constructor(config: ConstructorParameters<typeof MqttBrokerServer>[0], pathOf: PathOf) {
+    super(config);
+    this.#pathOf = pathOf;
+  }
+
+  get #internals(): MqttInternals {
+    return this as unknown as MqttInternals;
+  }
+
+  override async start(servient: Parameters<MqttBrokerServer["start"]>[0]): Promise<void> {
+    await super.start(servient);
+    const self = this.#internals;
+    self.broker?.on("message", (topic, payload, packet) => self.handleMessage(topic, payload, packet));
+  }
+
+  override async expose(thing: ExposedThing): Promise<void> {
+    const self = this.#internals;
+    if (self.broker === undefined) return;
+    const name = checkedPath(this.#pathOf, thing, self.things.has(this.#pathOf(thing)));
+    self.things.set(name, thing);
+    this.#names.set(thing.id, name);
+    const subscriptions: Promise<unknown>[] = [];
+    const broker = self.broker;
+    // exposeAction/exposeProperty subscribe without waiting; wait for the grants here so that an
+    // exposed thing is reachable as soon as expose() resolves.
+    const subscribe = broker.subscribe.bind(broker);
+    (broker as { subscribe: unknown }).subscribe = (topic: string) =>
+      subscriptions.push(
+        new Promise((resolve, reject) => subscribe(topic, (err) => (err ? reject(err) : resolve(undefined)))),
+      );
+    try {
+      for (const property of Object.keys(thing.properties)) self.exposeProperty(name, property, thing);
+      for (const action of Object.keys(thing.actions)) self.exposeAction(name, action, thing);
+      for (const event of Object.keys(thing.events)) self.exposeEvent(name, event, thing);
+    } finally {
+      (broker as { subscribe: unknown }).subscribe = subscribe;
+    }
+    await Promise.all(subscriptions);
+    await broker.publishAsync(name, JSON.stringify(thing.getThingDescription()), { retain: true });
+  }
+
+  override async destroy(thingId: string): Promise<boolean> {
+    const self = this.#internals;
+    const name = this.#names.get(thingId);
+    this.#names.delete(thingId);
+    const thing = name === undefined ? undefined : self.things.get(name);
+    const removed = await super.destroy(thingId);
+    if (name !== undefined && self.broker?.connected) {
+      const topics = [
+        ...Object.keys(thing?.actions ?? {}).map((a) => `${name}/actions/${a}`),
+        ...Object.keys(thing?.properties ?? {}).map((p) => `${name}/properties/${p}/writeproperty`),
+      ];
+      if (topics.length > 0) await self.broker.unsubscribeAsync(topics);
+      // An empty retained message deletes the retained TD.
+      await self.broker.publishAsync(name, "", { retain: true });
+    }
+    return removed;
+  }
+
+  /** The topic level of an exposed thing. */
+  nameOf(thingId: string): string | undefined {
+    return this.#names.get(thingId);
+  }
+}
