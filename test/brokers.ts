@@ -74,6 +74,7 @@ export async function startBroker(kind: TestBroker["kind"]): Promise<TestBroker>
       "log_dest stderr",
       "log_type error",
       "max_queued_messages 100000",
+      "set_tcp_nodelay true",
       "",
     ].join("\n"),
   );

@@ -54,3 +54,14 @@ export function thrown<E extends Error>(fn: () => unknown, type: new (...args: n
   }
   throw new Error(`expected a ${type.name} to be thrown`);
 }
+
+/** Polls `check` until it returns a truthy value or `timeoutMs` passes (then fails, saying `what`). */
+export async function waitFor<T>(what: string, check: () => T | Promise<T>, timeoutMs = 10_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

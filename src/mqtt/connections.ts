@@ -31,7 +31,10 @@ export class SharedMqttConnection {
         if (match.test(topic)) for (const handler of handlers) handler(topic, payload);
       }
     });
-    this.#client.on("connect", () => this.#notify(true));
+    this.#client.on("connect", () => {
+      noDelay(this.#client);
+      this.#notify(true);
+    });
     this.#client.on("close", () => this.#notify(false));
     // mqtt.js retries by itself; an error event without a listener would crash the process.
     this.#client.on("error", () => {});
@@ -113,6 +116,16 @@ export class SharedMqttConnection {
     this.#patterns.clear();
     await this.#client.endAsync();
   }
+}
+
+/**
+ * Turns Nagle off on a client's socket (mqtt.js does not): subscribe/suback and publish/puback are
+ * small request/answer exchanges that Nagle plus delayed ACKs would hold back ~40 ms each.
+ * Call on every "connect": each reconnect makes a new socket.
+ */
+export function noDelay(client: MqttClient): void {
+  const stream = client.stream as { setNoDelay?: (on: boolean) => void } | undefined;
+  stream?.setNoDelay?.(true);
 }
 
 /** A matcher for an MQTT topic filter with + (one level) and # (the rest). */

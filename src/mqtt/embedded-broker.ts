@@ -16,7 +16,9 @@ export interface EmbeddedBroker {
 export async function startEmbeddedBroker(options: { port: number; host?: string }): Promise<EmbeddedBroker> {
   const host = options.host ?? "127.0.0.1";
   const broker = createAedes();
-  const server = net.createServer(broker.handle);
+  // No Nagle: MQTT exchanges are small request/answer packets (subscribe/suback), which Nagle plus
+  // delayed ACKs hold back ~40 ms each.
+  const server = net.createServer({ noDelay: true }, broker.handle);
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err) => {
       broker.close();

@@ -1,6 +1,7 @@
 import { type HttpConfig, HttpServer } from "@node-wot/binding-http";
 import { MqttBrokerServer } from "@node-wot/binding-mqtt";
 import type { ExposedThing } from "@node-wot/core";
+import { noDelay } from "../mqtt/connections.js";
 
 /**
  * node-wot's protocol servers with the fixes a fleet of twins needs. Each exposed thing is
@@ -115,6 +116,8 @@ export class StablePathMqttBrokerServer extends MqttBrokerServer {
   override async start(servient: Parameters<MqttBrokerServer["start"]>[0]): Promise<void> {
     await super.start(servient);
     const self = this.#internals;
+    if (self.broker) noDelay(self.broker);
+    self.broker?.on("connect", () => self.broker && noDelay(self.broker));
     self.broker?.on("message", (topic, payload, packet) => self.handleMessage(topic, payload, packet));
   }
 

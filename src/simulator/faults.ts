@@ -1,0 +1,563 @@
+// Shared machinery of the physical-twin simulators: the fault knobs, the sampling scheduler and the
+// MQTT side (status, last will, commands) that the IIoT device and the camera have in common.
+import { randomBytes } from "node:crypto";
+import { EventEmitter } from "node:events";
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import { noDelay } from "../mqtt/connections.js";
+
+/** How a simulated device's messages reach the twin. Changeable at run time with `setFaults()`. */
+export interface Faults {
+  /** Mean delay (ms) between taking a sample and publishing it; the message's `ts` stays the sample time. */
+  latencyMs: number;
+  /** Each message's delay is `latencyMs` ± a uniform draw in [0, jitterMs] (never below 0). */
+  jitterMs: number;
+  /** Probability in [0, 1] that a sample is lost; a lost sample still uses up its sequence number. */
+  loss: number;
+}
+
+/** The highest rate a simulator accepts (Hz), as the `setRate` action of the IIoT device schema. */
+export const MAX_RATE = 1000;
+
+/** Throws a RangeError naming the knob when a fault value is out of range. */
+export function checkFaults(faults: Partial<Faults>): void {
+  for (const key of ["latencyMs", "jitterMs"] as const) {
+    const value = faults[key];
+    if (value !== undefined && !(Number.isFinite(value) && value >= 0)) {
+      throw new RangeError(`${key} must be a number >= 0 (got ${value})`);
+    }
+  }
+  if (faults.loss !== undefined && !(faults.loss >= 0 && faults.loss <= 1)) {
+    throw new RangeError(`loss must be a probability in [0, 1] (got ${faults.loss})`);
+  }
+}
+
+/** Throws a RangeError unless `hz` is a rate the simulators accept: > 0 and <= MAX_RATE. */
+export function checkRate(hz: number): void {
+  if (!(Number.isFinite(hz) && hz > 0 && hz <= MAX_RATE)) {
+    throw new RangeError(`rate must be a number > 0 and <= ${MAX_RATE} Hz (got ${hz})`);
+  }
+}
+
+/** A seeded generator of numbers in [0, 1) (mulberry32), for reproducible runs: `random: seededRandom(42)`. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A task of the scheduler; pass it to `cancel()`. */
+export interface ScheduledTask {
+  readonly due: number;
+  readonly order: number;
+  run: (() => void) | undefined;
+}
+
+const before = (a: ScheduledTask, b: ScheduledTask) =>
+  a.due < b.due || (a.due === b.due && a.order < b.order);
+
+/**
+ * One timer for any number of timed tasks (a binary heap on the due time), so that 10,000 simulated
+ * devices cost heap entries rather than Node timers. Times are `performance.now()` milliseconds
+ * (monotonic: a wall-clock step does not bunch or stall samples).
+ */
+export class Scheduler {
+  readonly #heap: ScheduledTask[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #timerDue = Number.POSITIVE_INFINITY;
+  #order = 0;
+  #draining = false;
+
+  /** Runs `run` once at `due` (performance.now() ms), as soon as possible when that is past. */
+  at(due: number, run: () => void): ScheduledTask {
+    const task: ScheduledTask = { due, order: this.#order++, run };
+    const heap = this.#heap;
+    heap.push(task);
+    let i = heap.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      const p = heap[parent] as ScheduledTask;
+      if (!before(task, p)) break;
+      heap[i] = p;
+      i = parent;
+    }
+    heap[i] = task;
+    if (!this.#draining) this.#arm();
+    return task;
+  }
+
+  /** Cancels a task (a no-op for one that ran or is undefined). */
+  cancel(task: ScheduledTask | undefined): void {
+    if (task !== undefined) task.run = undefined;
+  }
+
+  /** Tasks waiting, cancelled ones included until their time comes. */
+  get size(): number {
+    return this.#heap.length;
+  }
+
+  #pop(): ScheduledTask | undefined {
+    const heap = this.#heap;
+    const top = heap[0];
+    const last = heap.pop();
+    if (top === undefined || last === undefined || heap.length === 0) return top;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= heap.length) break;
+      const r = l + 1;
+      const left = heap[l] as ScheduledTask;
+      const right = heap[r];
+      const child = right !== undefined && before(right, left) ? r : l;
+      const c = heap[child] as ScheduledTask;
+      if (!before(c, last)) break;
+      heap[i] = c;
+      i = child;
+    }
+    heap[i] = last;
+    return top;
+  }
+
+  #arm(): void {
+    // Cancelled tasks on top would keep a timer (and the process) alive for nothing.
+    while (this.#heap[0] !== undefined && this.#heap[0].run === undefined) this.#pop();
+    const top = this.#heap[0];
+    if (top === undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+      this.#timerDue = Number.POSITIVE_INFINITY;
+      return;
+    }
+    if (this.#timer !== undefined && top.due >= this.#timerDue) return;
+    clearTimeout(this.#timer);
+    this.#timerDue = top.due;
+    // Rounded up: a timer that fires early would only wake up to sleep again.
+    this.#timer = setTimeout(() => this.#fire(), Math.max(0, Math.ceil(top.due - performance.now())));
+  }
+
+  #fire(): void {
+    this.#timer = undefined;
+    this.#timerDue = Number.POSITIVE_INFINITY;
+    const now = performance.now();
+    this.#draining = true;
+    try {
+      for (let top = this.#heap[0]; top !== undefined && top.due <= now; top = this.#heap[0]) {
+        this.#pop();
+        const run = top.run;
+        top.run = undefined;
+        run?.();
+      }
+    } finally {
+      this.#draining = false;
+      this.#arm();
+    }
+  }
+}
+
+/** The scheduler all simulators of the process share unless given another. */
+export const defaultScheduler = new Scheduler();
+
+/** A command of the twin to the device, as applied. */
+export interface SetRateCommand {
+  command: "setRate";
+  rate: number;
+}
+
+/** Where a simulator is in its life. */
+export type SimulatorState = "idle" | "starting" | "online" | "offline" | "stopped" | "crashed";
+
+/** Events of a simulator: `command` after a command from the twin was applied, `state` on every change. */
+export interface SimulatorEvents {
+  command: [SetRateCommand];
+  state: [SimulatorState];
+}
+
+/** Options every simulator takes. Exactly one of `brokerUrl` and `client` is required. */
+export interface SimulatorOptions extends Partial<Faults> {
+  id: string;
+  /** Connect on our own, with a retained `{"status":"offline"}` last will on the status topic. */
+  brokerUrl?: string;
+  /**
+   * Share a connected mqtt.js client with other simulators (or a function giving it at start): no last
+   * will; `crash()` publishes the will's payload itself.
+   */
+  client?: MqttClient | (() => MqttClient);
+  /** Samples per second, > 0 and <= 1000. */
+  rate?: number;
+  /** Source of randomness in [0, 1) (default Math.random); `seededRandom(n)` makes a run reproducible. */
+  random?: () => number;
+  /** Delay (ms) of the first sample after start; a fleet spreads its devices over one period with it. */
+  startDelayMs?: number;
+  /** Called with a reason for every command ignored and every connection error. */
+  onWarning?: (message: string) => void;
+  /** Extra mqtt.js options for an own connection (clientId, username, password, ...). */
+  mqttOptions?: IClientOptions;
+  /** Subscribe the command topic in `start()` (default true). A fleet subscribes its devices' topics in batches. */
+  subscribe?: boolean;
+  scheduler?: Scheduler;
+}
+
+/** The message handlers of each client, by exact topic: one `message` listener per client however many devices share it. */
+const routes = new WeakMap<MqttClient, Map<string, (payload: Buffer) => void>>();
+
+function route(client: MqttClient, topic: string, handler: (payload: Buffer) => void): void {
+  let table = routes.get(client);
+  if (table === undefined) {
+    const created = new Map<string, (payload: Buffer) => void>();
+    client.on("message", (t, payload) => created.get(t)?.(payload));
+    routes.set(client, created);
+    table = created;
+  }
+  table.set(topic, handler);
+}
+
+/** The payload of the last will, also published by `crash()` on a shared connection. */
+export const WILL_PAYLOAD = JSON.stringify({ status: "offline" });
+
+/** Past this lag (ms) a simulator skips the samples it missed instead of sending them in a burst. */
+const MAX_CATCH_UP_MS = 1000;
+
+/**
+ * A simulated physical twin: samples at `rate` on a drift-free schedule (sample k is due at
+ * start + k × period, whatever the timer lateness), passes each sample through the fault knobs and
+ * publishes it as JSON, QoS 0, not retained. Subclasses say what a sample contains and where it goes.
+ */
+export abstract class PtSimulator extends EventEmitter<SimulatorEvents> {
+  readonly id: string;
+  protected readonly random: () => number;
+  readonly #options: SimulatorOptions;
+  readonly #scheduler: Scheduler;
+  readonly #warn: (message: string) => void;
+  #faults: Faults;
+  #rate: number;
+  #period: number;
+  #state: SimulatorState = "idle";
+  #client: MqttClient | undefined;
+  #seq = 0;
+  #sent = 0;
+  #dropped = 0;
+  #tickTask: ScheduledTask | undefined;
+  /** Due time of the next sample and of the last one taken (performance.now() ms). */
+  #nextDue = 0;
+  #lastDue: number | undefined;
+  /** Bumped by stop and crash so that messages still held back by the latency knob are not sent. */
+  #epoch = 0;
+
+  protected abstract readonly telemetryTopic: string;
+  protected abstract readonly statusTopic: string;
+  /** Undefined for a device that takes no commands. */
+  protected abstract readonly commandTopic: string | undefined;
+  /** The JSON body of sample `seq` taken at `ts` (epoch ms); called for lost samples too. */
+  protected abstract sample(seq: number, ts: number): object;
+  /** Applies a command message (parsed JSON) or throws an Error saying why it is ignored. */
+  protected abstract applyCommand(message: unknown): SetRateCommand;
+
+  constructor(options: SimulatorOptions, defaultRate: number) {
+    super();
+    if (typeof options.id !== "string" || options.id === "" || /[+#/]/.test(options.id)) {
+      throw new RangeError(
+        `id must be a non-empty string without "/", "+" or "#" (got ${JSON.stringify(options.id)})`,
+      );
+    }
+    if ((options.brokerUrl === undefined) === (options.client === undefined)) {
+      throw new TypeError("exactly one of brokerUrl and client is required");
+    }
+    const rate = options.rate ?? defaultRate;
+    checkRate(rate);
+    const faults = {
+      latencyMs: options.latencyMs ?? 0,
+      jitterMs: options.jitterMs ?? 0,
+      loss: options.loss ?? 0,
+    };
+    checkFaults(faults);
+    if (options.startDelayMs !== undefined && !(options.startDelayMs >= 0)) {
+      throw new RangeError(`startDelayMs must be >= 0 (got ${options.startDelayMs})`);
+    }
+    this.id = options.id;
+    this.#options = options;
+    this.random = options.random ?? Math.random;
+    this.#scheduler = options.scheduler ?? defaultScheduler;
+    this.#warn = options.onWarning ?? (() => {});
+    this.#faults = faults;
+    this.#rate = rate;
+    this.#period = 1000 / rate;
+  }
+
+  /** Current sampling rate (Hz). */
+  get rate(): number {
+    return this.#rate;
+  }
+  get faults(): Faults {
+    return { ...this.#faults };
+  }
+  get state(): SimulatorState {
+    return this.#state;
+  }
+  /** Sequence number of the last sample taken (0 before the first). */
+  get seq(): number {
+    return this.#seq;
+  }
+  /** Telemetry messages handed to the MQTT client. */
+  get sent(): number {
+    return this.#sent;
+  }
+  /** Samples never published: lost by the `loss` knob, or taken while the connection was down. */
+  get dropped(): number {
+    return this.#dropped;
+  }
+  /** The MQTT client in use (own or shared); undefined before start. */
+  get client(): MqttClient | undefined {
+    return this.#client;
+  }
+
+  /**
+   * Connects (own connection) or joins the shared client, subscribes the command topic, publishes the
+   * retained online status and starts sampling. Rejects when the broker cannot be reached. Callable
+   * again after `stop()` or `crash()` (a reboot: the sequence numbers go on).
+   */
+  async start(): Promise<void> {
+    if (this.#state === "starting" || this.#state === "online" || this.#state === "offline") {
+      throw new Error(`simulator ${this.id} is already started`);
+    }
+    this.#setState("starting");
+    const { brokerUrl, mqttOptions } = this.#options;
+    const shared = this.#options.client;
+    let client = typeof shared === "function" ? undefined : shared;
+    try {
+      if (typeof shared === "function") client = shared();
+      if (brokerUrl !== undefined) {
+        client = await mqtt.connectAsync(
+          brokerUrl,
+          {
+            clientId: `dtc-sim-${this.id}-${randomBytes(4).toString("hex")}`,
+            reconnectPeriod: 1000,
+            connectTimeout: 10_000,
+            // Telemetry taken while disconnected is lost, as on a device without a buffer.
+            queueQoSZero: false,
+            ...mqttOptions,
+            will: { topic: this.statusTopic, payload: Buffer.from(WILL_PAYLOAD), qos: 1, retain: true },
+          },
+          false,
+        );
+        const own = client;
+        noDelay(own);
+        own.on("error", (err) => this.#warn(`${this.id}: MQTT: ${err.message}`));
+        // The will may have replaced the retained status while we were away.
+        own.on("connect", () => {
+          noDelay(own);
+          if (this.#client === own && (this.#state === "online" || this.#state === "offline")) {
+            this.#publishStatus(this.#state).catch(() => {});
+          }
+        });
+      }
+      if (client === undefined) throw new TypeError("no MQTT client");
+      this.#client = client;
+      const commandTopic = this.commandTopic;
+      if (commandTopic !== undefined) {
+        route(client, commandTopic, (payload) => this.#onCommand(payload));
+        if (this.#options.subscribe !== false) await client.subscribeAsync(commandTopic, { qos: 1 });
+      }
+      const online = this.#publishStatus("online");
+      this.#setState("online");
+      this.#startSampling(performance.now() + (this.#options.startDelayMs ?? 0));
+      await online;
+    } catch (err) {
+      this.#cancelSampling();
+      this.#detach(client);
+      if (brokerUrl !== undefined) client?.end(true);
+      this.#client = undefined;
+      this.#setState("idle");
+      const where = brokerUrl === undefined ? "" : ` at ${brokerUrl}`;
+      throw new Error(
+        `simulator ${this.id}: cannot start with the MQTT broker${where}: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
+    }
+  }
+
+  /** Changes the sampling rate (Hz) without telling the twin; it shows in the next sample's `rate`. */
+  setRate(hz: number): void {
+    checkRate(hz);
+    this.#rate = hz;
+    this.#period = 1000 / hz;
+    if (this.#state !== "online" || this.#lastDue === undefined) return;
+    // Re-anchor the schedule: one new period after the last sample, or now if that is past.
+    this.#scheduler.cancel(this.#tickTask);
+    this.#startSampling(Math.max(performance.now(), this.#lastDue + this.#period));
+  }
+
+  /** Changes some fault knobs; the others keep their values. Applies to samples taken from now on. */
+  setFaults(faults: Partial<Faults>): void {
+    checkFaults(faults);
+    const defined = Object.fromEntries(Object.entries(faults).filter(([, v]) => v !== undefined));
+    this.#faults = { ...this.#faults, ...defined };
+  }
+
+  /**
+   * Publishes the retained offline status and stops sampling while staying connected. The sequence
+   * numbers do not advance while offline. Messages already held back by the latency knob still arrive.
+   */
+  async goOffline(): Promise<void> {
+    if (this.#state !== "online") return;
+    this.#cancelSampling();
+    this.#setState("offline");
+    await this.#publishStatus("offline");
+  }
+
+  /** Publishes the retained online status and resumes sampling at once. */
+  async goOnline(): Promise<void> {
+    if (this.#state !== "offline") return;
+    const online = this.#publishStatus("online");
+    this.#setState("online");
+    this.#startSampling(performance.now());
+    await online;
+  }
+
+  /**
+   * Graceful stop: publishes the retained offline status, unsubscribes, and disconnects an own
+   * connection cleanly (so the broker discards the will). Messages held back by latency are dropped.
+   */
+  async stop(): Promise<void> {
+    if (this.#state !== "online" && this.#state !== "offline") return;
+    const client = this.#client;
+    this.#epoch++;
+    this.#cancelSampling();
+    this.#setState("stopped");
+    if (client === undefined) return;
+    this.#detach(client);
+    const own = this.#options.brokerUrl !== undefined;
+    if (client.connected) {
+      await this.#publishStatus("offline");
+      const topic = this.commandTopic;
+      if (!own && topic !== undefined && this.#options.subscribe !== false)
+        await client.unsubscribeAsync(topic);
+    }
+    if (own) await client.endAsync(!client.connected);
+    this.#client = undefined;
+  }
+
+  /**
+   * Dies abruptly. On an own connection the socket is destroyed without a DISCONNECT, so the broker
+   * publishes the last will. On a shared connection (which other devices still use) the simulator
+   * publishes the will's payload itself, as the broker would, and goes silent.
+   */
+  crash(): void {
+    if (this.#state !== "online" && this.#state !== "offline") return;
+    const client = this.#client;
+    this.#epoch++;
+    this.#cancelSampling();
+    this.#setState("crashed");
+    if (client === undefined) return;
+    this.#detach(client);
+    if (this.#options.brokerUrl !== undefined) {
+      client.end(true); // end(true) destroys the stream without a DISCONNECT packet
+    } else {
+      client.publish(this.statusTopic, WILL_PAYLOAD, { qos: 1, retain: true });
+      const topic = this.commandTopic;
+      if (topic !== undefined && this.#options.subscribe !== false) client.unsubscribe(topic);
+    }
+    this.#client = undefined;
+  }
+
+  #setState(state: SimulatorState): void {
+    this.#state = state;
+    this.emit("state", state);
+  }
+
+  #detach(client: MqttClient | undefined): void {
+    const topic = this.commandTopic;
+    if (client !== undefined && topic !== undefined) routes.get(client)?.delete(topic);
+  }
+
+  async #publishStatus(status: "online" | "offline"): Promise<void> {
+    const client = this.#client;
+    if (client === undefined) return;
+    await client.publishAsync(this.statusTopic, JSON.stringify({ status, ts: Date.now() }), {
+      qos: 1,
+      retain: true,
+    });
+  }
+
+  #startSampling(firstDue: number): void {
+    this.#nextDue = firstDue;
+    this.#tickTask = this.#scheduler.at(firstDue, this.#tick);
+  }
+
+  #cancelSampling(): void {
+    this.#scheduler.cancel(this.#tickTask);
+    this.#tickTask = undefined;
+  }
+
+  readonly #tick = (): void => {
+    this.#tickTask = undefined;
+    this.#lastDue = this.#nextDue;
+    this.#takeSample();
+    const now = performance.now();
+    let next = this.#nextDue + this.#period;
+    // A process stalled for long skips what it missed rather than flooding the twin with a burst.
+    if (next < now - MAX_CATCH_UP_MS) next = now;
+    this.#startSampling(next);
+  };
+
+  #takeSample(): void {
+    const seq = ++this.#seq;
+    const ts = Date.now();
+    // Computed for lost samples too, so that the random walks and a seeded run do not depend on losses.
+    const body = this.sample(seq, ts);
+    const { latencyMs, jitterMs, loss } = this.#faults;
+    if (loss > 0 && this.random() < loss) {
+      this.#dropped++;
+      return;
+    }
+    const payload = JSON.stringify(body);
+    const delay = latencyMs + (jitterMs > 0 ? (this.random() * 2 - 1) * jitterMs : 0);
+    if (delay <= 0) {
+      this.#publish(payload);
+      return;
+    }
+    const epoch = this.#epoch;
+    this.#scheduler.at(performance.now() + delay, () => {
+      if (epoch === this.#epoch) this.#publish(payload);
+    });
+  }
+
+  #publish(payload: string): void {
+    const client = this.#client;
+    if (client === undefined || !client.connected) {
+      this.#dropped++;
+      return;
+    }
+    client.publish(this.telemetryTopic, payload, { qos: 0, retain: false });
+    this.#sent++;
+  }
+
+  #onCommand(payload: Buffer): void {
+    let message: unknown;
+    try {
+      message = JSON.parse(payload.toString("utf8"));
+    } catch {
+      this.#warn(`${this.id}: ignored a command that is not JSON: ${truncate(payload.toString("utf8"))}`);
+      return;
+    }
+    let command: SetRateCommand;
+    try {
+      command = this.applyCommand(message);
+    } catch (err) {
+      this.#warn(
+        `${this.id}: ignored command ${truncate(JSON.stringify(message))}: ${(err as Error).message}`,
+      );
+      return;
+    }
+    this.emit("command", command);
+  }
+}
+
+function truncate(text: string): string {
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
+}
