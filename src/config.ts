@@ -13,6 +13,10 @@ export interface Config {
   mqttPort: number;
   /** Remote SPARQL 1.1 store; undefined means the embedded store. */
   sparql: { queryUrl: string; updateUrl: string } | undefined;
+  /** The URL clients reach the gateway at (TD forms point here); undefined = the listening address. */
+  publicUrl: string | undefined;
+  /** How often twins evaluate entanglement and push it to consumers, ms. */
+  entanglementIntervalMs: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 }
 
@@ -33,6 +37,14 @@ export const ENVIRONMENT = {
   DTC_SPARQL_UPDATE_URL: {
     default: "",
     doc: "SPARQL 1.1 update endpoint; required with DTC_SPARQL_QUERY_URL.",
+  },
+  DTC_PUBLIC_URL: {
+    default: "",
+    doc: "URL clients reach the gateway at, used in twins' TD forms (behind a proxy, or with DTC_HOST=0.0.0.0); unset = http://DTC_HOST:port.",
+  },
+  DTC_ENTANGLEMENT_INTERVAL_MS: {
+    default: "1000",
+    doc: "How often each twin evaluates its entanglement (ODTE) and pushes it to observers, ms (50-60000).",
   },
   DTC_LOG_LEVEL: { default: "info", doc: "fatal, error, warn, info, debug, trace or silent." },
 } as const;
@@ -74,6 +86,12 @@ const schema = z
     DTC_MQTT_PORT: port(""),
     DTC_SPARQL_QUERY_URL: z.union([z.literal(""), urlWithScheme(["http", "https"])]),
     DTC_SPARQL_UPDATE_URL: z.union([z.literal(""), urlWithScheme(["http", "https"])]),
+    DTC_PUBLIC_URL: z.union([z.literal(""), urlWithScheme(["http", "https"])]),
+    DTC_ENTANGLEMENT_INTERVAL_MS: z
+      .string()
+      .regex(/^\d+$/, "must be a whole number of milliseconds")
+      .transform(Number)
+      .refine((n) => n >= 50 && n <= 60_000, "must be between 50 and 60000 ms"),
     DTC_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
   })
   .superRefine((env, ctx) => {
@@ -112,6 +130,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sparql: v.DTC_SPARQL_QUERY_URL
       ? { queryUrl: v.DTC_SPARQL_QUERY_URL, updateUrl: v.DTC_SPARQL_UPDATE_URL }
       : undefined,
+    publicUrl: v.DTC_PUBLIC_URL ? v.DTC_PUBLIC_URL.replace(/\/+$/, "") : undefined,
+    entanglementIntervalMs: v.DTC_ENTANGLEMENT_INTERVAL_MS,
     logLevel: v.DTC_LOG_LEVEL,
   };
 }

@@ -14,6 +14,8 @@ describe("configuration from the environment", () => {
       mqttUrl: undefined,
       mqttPort: 1883,
       sparql: undefined,
+      publicUrl: undefined,
+      entanglementIntervalMs: 1000,
       logLevel: "info",
     });
   });
@@ -27,9 +29,13 @@ describe("configuration from the environment", () => {
       DTC_MQTT_PORT: "11883",
       DTC_SPARQL_QUERY_URL: "http://store:8890/sparql",
       DTC_SPARQL_UPDATE_URL: "http://store:8890/sparql-auth",
+      DTC_PUBLIC_URL: "https://dtc.example.org/",
+      DTC_ENTANGLEMENT_INTERVAL_MS: "250",
       DTC_LOG_LEVEL: "debug",
     });
     expect(config).toMatchObject({
+      publicUrl: "https://dtc.example.org",
+      entanglementIntervalMs: 250,
       port: 0,
       host: "0.0.0.0",
       dataDir: "/var/lib/dtc",
@@ -45,6 +51,9 @@ describe("configuration from the environment", () => {
     expect(err.issues.map((i) => i.variable).sort()).toEqual(["DTC_LOG_LEVEL", "DTC_MQTT_PORT", "DTC_PORT"]);
     expect(err.message).toContain('DTC_PORT: must be a port number (0-65535) (got "eighty")');
     expect(err.message).toContain('(got "70000")');
+    expect(configError({ DTC_ENTANGLEMENT_INTERVAL_MS: "10" }).message).toContain(
+      'DTC_ENTANGLEMENT_INTERVAL_MS: must be between 50 and 60000 ms (got "10")',
+    );
   });
 
   it("refuses URLs of the wrong kind", () => {

@@ -3,18 +3,27 @@ import { once } from "node:events";
 import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { HttpClientFactory } from "@node-wot/binding-http";
+import { Servient } from "@node-wot/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config.js";
 import { type Gateway, startGateway } from "../src/gateway.js";
 import { createLogger } from "../src/logger.js";
 import { projectRoot } from "../src/paths.js";
+import { IiotDeviceSimulator } from "../src/simulator/index.js";
+import { sample, waitFor } from "./helpers.js";
 
 describe("gateway (in-process)", () => {
   let gateway: Gateway;
   beforeAll(async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "dtc-gw-"));
     gateway = await startGateway(
-      loadConfig({ DTC_PORT: "0", DTC_DATA_DIR: dataDir }),
+      loadConfig({
+        DTC_PORT: "0",
+        DTC_MQTT_PORT: "0",
+        DTC_DATA_DIR: dataDir,
+        DTC_ENTANGLEMENT_INTERVAL_MS: "100",
+      }),
       createLogger("silent"),
     );
   });
@@ -38,6 +47,39 @@ describe("gateway (in-process)", () => {
   it("registers the sample schemas at start", () => {
     expect(gateway.models.iris().length).toBeGreaterThanOrEqual(4);
   });
+
+  it("serves its twins at {url}/twins/{id}: a node-wot client reads and observes one fed through the embedded broker", async () => {
+    const sim = new IiotDeviceSimulator({ id: "gw1", brokerUrl: gateway.brokerUrl, rate: 10 });
+    await sim.start();
+    const twin = await gateway.twins.create({
+      id: "gw1",
+      schema: sample("iiot-device.tm.jsonld"),
+      placeholders: { DEVICE_ID: "gw1" },
+      fidelity: { expectedUpdateRate: 10, odteWindow: 2, desiredTimeliness: 50 },
+    });
+    const td = gateway.twins.description("gw1");
+    const hrefs = JSON.stringify(td.properties);
+    expect(hrefs).toContain(`"${gateway.url}/twins/gw1/properties/temperature"`);
+    const servient = new Servient();
+    servient.addClientFactory(new HttpClientFactory());
+    const wot = (await servient.start()) as unknown as typeof WoT;
+    try {
+      const thing = await wot.consume(td as unknown as WoT.ThingDescription);
+      const states: unknown[] = [];
+      await thing.observeProperty("lifecycleState", async (v) => void states.push(await v.value()));
+      await waitFor("Entangled, observed through the gateway", () => states.includes("Entangled"));
+      expect(twin.lifecycleState).toBe("Entangled");
+      expect(typeof (await (await thing.readProperty("temperature")).value())).toBe("number");
+      const commanded = new Promise((resolve) => sim.once("command", resolve));
+      await thing.invokeAction("setRate", 5);
+      expect(await commanded).toMatchObject({ rate: 5 });
+      expect((await fetch(`${gateway.url}/twins/nobody/properties/x`)).status).toBe(404);
+    } finally {
+      await servient.shutdown();
+      await sim.stop();
+      await gateway.twins.remove("gw1");
+    }
+  });
 });
 
 /** The built entry point, as `npm start` runs it (npm test builds first). */
@@ -45,7 +87,12 @@ const main = join(projectRoot, "dist/src/main.js");
 
 function startProcess(env: Record<string, string>): ChildProcess {
   return spawn(process.execPath, [main], {
-    env: { PATH: process.env.PATH ?? "", DTC_DATA_DIR: mkdtempSync(join(tmpdir(), "dtc-proc-")), ...env },
+    env: {
+      PATH: process.env.PATH ?? "",
+      DTC_MQTT_PORT: "0",
+      DTC_DATA_DIR: mkdtempSync(join(tmpdir(), "dtc-proc-")),
+      ...env,
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
 }

@@ -69,6 +69,11 @@ export class DigitalInterface {
     return new DigitalInterface(servient, wot, http, paths, options.onError);
   }
 
+  /** Where node-wot's HTTP server listens (the gateway routes /twins/* here). */
+  get httpListenUrl(): string {
+    return this.#http.listenUrl;
+  }
+
   /** Where HTTP forms point: {httpBase}/{twin id}/... */
   get httpBase(): string {
     return this.#http.formBase ?? "";

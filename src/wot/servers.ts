@@ -1,6 +1,6 @@
-import { type HttpConfig, HttpServer } from "@node-wot/binding-http";
-import { MqttBrokerServer } from "@node-wot/binding-mqtt";
-import type { ExposedThing } from "@node-wot/core";
+import bindingHttp, { type HttpConfig } from "@node-wot/binding-http";
+import bindingMqtt from "@node-wot/binding-mqtt";
+import type { ExposedThing, Servient } from "@node-wot/core";
 import { noDelay } from "../mqtt/connections.js";
 
 /**
@@ -9,6 +9,10 @@ import { noDelay } from "../mqtt/connections.js";
  * people, may repeat, and node-wot de-duplicates them by exposure order ("_2"), so URLs and
  * topics would change from one run to the next.
  */
+
+// CommonJS packages whose named exports Node's ESM loader cannot detect: take them from the default.
+const { HttpServer } = bindingHttp;
+const { MqttBrokerServer } = bindingMqtt;
 
 /** The path (HTTP) and topic level (MQTT) of a thing. Must be URL- and topic-safe: [a-z0-9_-]. */
 export type PathOf = (thing: ExposedThing) => string;
@@ -38,7 +42,7 @@ export class StablePathHttpServer extends HttpServer {
     this.#configured = config;
   }
 
-  override async start(servient: Parameters<HttpServer["start"]>[0]): Promise<void> {
+  override async start(servient: Servient): Promise<void> {
     await super.start(servient);
     if (this.#configured.baseUri === undefined) {
       const address = this.#configured.address;
@@ -46,6 +50,13 @@ export class StablePathHttpServer extends HttpServer {
       (this as unknown as { baseUri: string }).baseUri =
         `http://${host.includes(":") ? `[${host}]` : host}:${this.getPort()}`;
     }
+  }
+
+  /** Where this server listens, e.g. for a gateway that routes to it. */
+  get listenUrl(): string {
+    const address = this.#configured.address ?? "localhost";
+    const host = address === "0.0.0.0" ? "127.0.0.1" : address === "::" ? "::1" : address;
+    return `http://${host.includes(":") ? `[${host}]` : host}:${this.getPort()}`;
   }
 
   /** Where forms point: {baseUri}/{path}/... */
@@ -113,7 +124,7 @@ export class StablePathMqttBrokerServer extends MqttBrokerServer {
     return this as unknown as MqttInternals;
   }
 
-  override async start(servient: Parameters<MqttBrokerServer["start"]>[0]): Promise<void> {
+  override async start(servient: Servient): Promise<void> {
     await super.start(servient);
     const self = this.#internals;
     if (self.broker) noDelay(self.broker);
