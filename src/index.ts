@@ -1,6 +1,43 @@
 // The dtc library surface: what other packages (and later issues) build on.
 export { type Config, ConfigError, ENVIRONMENT, loadConfig } from "./config.js";
+export {
+  type EntanglementFigures,
+  type EntanglementObservations,
+  EntanglementWindow,
+  type FidelityParams,
+} from "./domain/entanglement.js";
+export {
+  LIFECYCLE_EVENTS,
+  LIFECYCLE_STATES,
+  LIFECYCLE_TRANSITIONS,
+  Lifecycle,
+  type LifecycleChange,
+  type LifecycleEvent,
+  type LifecycleState,
+} from "./domain/lifecycle.js";
 export { type Gateway, startGateway } from "./gateway.js";
+export { createLogger, type Logger } from "./logger.js";
+export { MqttConnections, SharedMqttConnection } from "./mqtt/connections.js";
+export { type EmbeddedBroker, startEmbeddedBroker } from "./mqtt/embedded-broker.js";
+export { AugmentationError, Augmentations } from "./runtime/augmentation.js";
+export { DigitalInterface } from "./runtime/digital-interface.js";
+export {
+  type FidelityOverrides,
+  Twin,
+  type TwinConfig,
+  type TwinListener,
+  type TwinState,
+  TwinStateError,
+} from "./runtime/twin.js";
+export { describeTwin, TWIN_AFFORDANCES } from "./runtime/twin-description.js";
+export {
+  MANAGEMENT_TOPIC,
+  TwinConflictError,
+  TwinNotFoundError,
+  TwinRuntime,
+  type TwinRuntimeOptions,
+} from "./runtime/twin-runtime.js";
+export * from "./simulator/index.js";
 export {
   type InstantiateOptions,
   instantiate,

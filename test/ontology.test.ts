@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import oxigraph from "oxigraph";
 import { describe, expect, it } from "vitest";
-import { ontologyDir, thingModelsDir } from "../src/paths.js";
+import { ontologyDir, projectRoot, thingModelsDir } from "../src/paths.js";
 import { thingModelFiles } from "../src/wot/model-registry.js";
 
 const DTC = "https://w3id.org/dtc#";
@@ -37,6 +37,8 @@ describe("the dtc ontology", () => {
       read("dtc-context.jsonld"),
       read("dtc-extensions.schema.json"),
       ...thingModelFiles(thingModelsDir).map((f) => readFileSync(join(thingModelsDir, f), "utf8")),
+      // The affordances every twin's TD gets.
+      readFileSync(join(projectRoot, "src/runtime/twin-description.ts"), "utf8"),
     ];
     for (const text of texts) for (const m of text.matchAll(/"dtc:([A-Za-z]+)"/g)) used.add(`dtc:${m[1]}`);
     expect(used.size).toBeGreaterThan(20);

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TwinRuntime } from "../src/runtime/twin-runtime.js";
 import { IiotDeviceSimulator } from "../src/simulator/index.js";
 import type { JsonObject } from "../src/wot/rdf.js";
+import { validateThingDescription } from "../src/wot/validation.js";
 import { BROKER_KINDS, startBroker, type TestBroker, unavailable } from "./brokers.js";
 import { sample, sampleRegistry, waitFor } from "./helpers.js";
 
@@ -82,6 +83,8 @@ describe.each(BROKER_KINDS)("twin runtime on %s", (kind) => {
     });
     const td = runtime.description("d1");
     expect(td.id).toBe("urn:dtc:twin:d1");
+    // The exposed TD, with its forms and the twin affordances, is a valid TD 1.1.
+    expect(validateThingDescription(td)).toMatchObject({ valid: true });
     const thing = await client.consume(td as unknown as WoT.ThingDescription);
     // node-wot allows one observer per property and consumed thing: one for HTTP, one for MQTT.
     const overMqtt = await client.consume(td as unknown as WoT.ThingDescription);
