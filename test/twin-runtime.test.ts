@@ -4,7 +4,7 @@ import { Servient } from "@node-wot/core";
 import mqtt from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TwinRuntime } from "../src/runtime/twin-runtime.js";
-import { IiotDeviceSimulator } from "../src/simulator/index.js";
+import { CameraSimulator, IiotDeviceSimulator } from "../src/simulator/index.js";
 import type { JsonObject } from "../src/wot/rdf.js";
 import { validateThingDescription } from "../src/wot/validation.js";
 import { BROKER_KINDS, startBroker, type TestBroker, unavailable } from "./brokers.js";
@@ -262,6 +262,14 @@ describe.each(BROKER_KINDS)("twin runtime on %s", (kind) => {
     // A Done twin still answers with its last state.
     const thing = await client.consume(runtime.description("d4") as unknown as WoT.ThingDescription);
     expect(await (await thing.readProperty("lifecycleState")).value()).toBe("Done");
+    const history = (await (await thing.readProperty("history")).value()) as {
+      states: { committedAt: string; values: JsonObject }[];
+      events: { type: string; data: { to?: string } }[];
+    };
+    expect(history.states.at(-1)?.values).toMatchObject({ tagged: true });
+    expect(history.events.filter((e) => e.type === "lifecycleChanged").map((e) => e.data.to)).toEqual(
+      expect.arrayContaining(["Bound", "Entangled", "Done"]),
+    );
 
     const clone = await runtime.restore(JSON.parse(JSON.stringify(state)), { id: "d4-clone" });
     expect(runtime.description("d4-clone").id).toBe("urn:dtc:twin:d4-clone");
@@ -271,6 +279,26 @@ describe.each(BROKER_KINDS)("twin runtime on %s", (kind) => {
     // The clone is Done like its source; resumed, it binds to the same PT and entangles again.
     await runtime.resume("d4-clone");
     await waitFor("the clone Entangled", () => clone.lifecycleState === "Entangled", 15_000);
+  });
+
+  it("mirrors a MASA camera fed by the camera simulator", async (ctx) => {
+    if (skip) ctx.skip(skip);
+    const camera = new CameraSimulator({ id: "cam1", brokerUrl: broker.url, rate: 10 });
+    await camera.start();
+    try {
+      const twin = await runtime.create({
+        id: "cam1",
+        schema: sample("masa-camera.tm.jsonld"),
+        placeholders: { CAMERA_ID: "cam1", LATITUDE: 44.6556, LONGITUDE: 10.9309 },
+        fidelity: { odteWindow: 2 },
+      });
+      await waitFor("the camera twin Entangled", () => twin.lifecycleState === "Entangled");
+      const detections = twin.properties.detections as { category: string }[];
+      expect(Array.isArray(detections)).toBe(true);
+      expect(twin.properties.objectCount).toBe(detections.length);
+    } finally {
+      await camera.stop();
+    }
   });
 
   it("removes a twin: no longer served, its retained TD cleared from the broker", async (ctx) => {
@@ -297,6 +325,14 @@ describe.each(BROKER_KINDS)("twin runtime on %s", (kind) => {
     await runtime.create({ id: "same-b", schema: IIOT, placeholders: { DEVICE_ID: "same" } });
     await runtime.create({ id: "same-a", schema: IIOT, placeholders: { DEVICE_ID: "same" } });
     const base = runtime.digital.httpBase;
+    // Every property of the TD answers, the twin affordances included.
+    const names = Object.keys(runtime.description("same-a").properties as JsonObject);
+    expect(names).toEqual(
+      expect.arrayContaining(["temperature", "lifecycleState", "entanglement", "history", "augmentations"]),
+    );
+    for (const name of names) {
+      expect([name, (await fetch(`${base}/same-a/properties/${name}`)).status]).toEqual([name, 200]);
+    }
     for (const id of ["same-a", "same-b"]) {
       const hrefs = formsOf(runtime.description(id), "properties", "temperature").map((f) => f.href);
       expect(hrefs).toContain(`${base}/${id}/properties/temperature`);

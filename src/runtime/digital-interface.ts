@@ -131,6 +131,13 @@ export class DigitalInterface {
       "entanglement",
       async () => twin.entanglement as unknown as WoT.InteractionInput,
     );
+    thing.setPropertyReadHandler("history", async () => {
+      const states = twin
+        .states()
+        .map((r) => ({ ...r, committedAt: iso(r.committedAt), ptTimestamp: iso(r.ptTimestamp) }));
+      const events = twin.events().map((e) => ({ ...e, at: iso(e.at) }));
+      return { states, events } as unknown as WoT.InteractionInput;
+    });
     thing.setPropertyReadHandler(
       "augmentations",
       async () =>

@@ -63,6 +63,34 @@ export const TWIN_AFFORDANCES = {
       readOnly: true,
       observable: true,
     },
+    history: {
+      title: "History",
+      description:
+        "The twin's recent past, oldest first: committed states (the values each update changed) and events (lifecycle and entanglement changes, functions installed, commands sent, messages rejected). Bounded by the instance's historyLimit.",
+      type: "object",
+      properties: {
+        states: {
+          type: "array",
+          items: {
+            type: "object",
+            properties: {
+              committedAt: { type: "string", format: "date-time" },
+              ptTimestamp: { type: "string", format: "date-time" },
+              sequence: { type: "integer" },
+              values: { type: "object" },
+            },
+          },
+        },
+        events: {
+          type: "array",
+          items: {
+            type: "object",
+            properties: { type: { type: "string" }, at: { type: "string", format: "date-time" }, data: {} },
+          },
+        },
+      },
+      readOnly: true,
+    },
     augmentations: {
       title: "Augmentation functions",
       description: "The functions run after shadowing, in order.",

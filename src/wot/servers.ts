@@ -127,9 +127,17 @@ export class StablePathMqttBrokerServer extends MqttBrokerServer {
   override async start(servient: Servient): Promise<void> {
     await super.start(servient);
     const self = this.#internals;
-    if (self.broker) noDelay(self.broker);
-    self.broker?.on("connect", () => self.broker && noDelay(self.broker));
-    self.broker?.on("message", (topic, payload, packet) => self.handleMessage(topic, payload, packet));
+    const broker = self.broker;
+    if (!broker) return;
+    noDelay(broker);
+    // After a reconnect the broker may have restarted without persistence: publish the TDs again.
+    broker.on("connect", () => {
+      noDelay(broker);
+      for (const [name, thing] of self.things) {
+        broker.publish(name, JSON.stringify(thing.getThingDescription()), { retain: true });
+      }
+    });
+    broker.on("message", (topic, payload, packet) => self.handleMessage(topic, payload, packet));
   }
 
   override async expose(thing: ExposedThing): Promise<void> {
