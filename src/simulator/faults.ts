@@ -361,10 +361,11 @@ export abstract class PtSimulator extends EventEmitter<SimulatorEvents> {
         route(client, commandTopic, (payload) => this.#onCommand(payload));
         if (this.#options.subscribe !== false) await client.subscribeAsync(commandTopic, { qos: 1 });
       }
-      const online = this.#publishStatus("online");
+      // Announce first, then sample: a broker may forward a QoS 0 sample before a QoS 1 status it is
+      // still storing as retained, and a twin should hear "online" before the data.
+      await this.#publishStatus("online");
       this.#setState("online");
       this.#startSampling(performance.now() + (this.#options.startDelayMs ?? 0));
-      await online;
     } catch (err) {
       this.#cancelSampling();
       this.#detach(client);
