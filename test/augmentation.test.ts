@@ -73,6 +73,31 @@ describe("augmentation functions", () => {
     expect(performance.now() - started).toBeLessThan(2_000);
   });
 
+  it("runs the others when one loops on some messages only, and names the one that did", () => {
+    const aug = new Augmentations({ timeoutMs: 20 });
+    aug.install("before", "(v) => ({ b: v.x + 1 })");
+    aug.install("sometimes", "(v) => { if (v.x > 5) for (;;) {} return { s: true }; }", input({ x: 1 }));
+    aug.install("after", "(v) => ({ a: v.b * 2 })");
+    expect(aug.run(input({ x: 1 })).values).toEqual({ x: 1, b: 2, s: true, a: 4 });
+    const result = aug.run(input({ x: 10 }));
+    expect(result.values).toEqual({ x: 10, b: 11, a: 22 });
+    expect(result.errors.map((e) => e.message)).toEqual([
+      'augmentation function "sometimes": ran over its 20 ms limit',
+    ]);
+    expect(aug.list().map((f) => f.failures)).toEqual([0, 1, 0]);
+  });
+
+  it("keeps a replaced function's place in the order, and removes cleanly", () => {
+    const aug = new Augmentations();
+    aug.install("first", "(v) => ({ order: [...(v.order ?? []), 'first'] })");
+    aug.install("second", "(v) => ({ order: [...(v.order ?? []), 'second'] })");
+    aug.install("first", "(v) => ({ order: [...(v.order ?? []), 'first2'] })");
+    expect(aug.run(input({})).values.order).toEqual(["first2", "second"]);
+    expect(aug.remove("first")).toBe(true);
+    expect(aug.remove("first")).toBe(false);
+    expect(aug.run(input({})).values.order).toEqual(["second"]);
+  });
+
   it("gives no access to the host", () => {
     const aug = new Augmentations();
     aug.install(
