@@ -46,6 +46,9 @@ export class TwinConflictError extends Error {
   }
 }
 
+/** Evaluation slices per push interval. */
+const SLICES = 20;
+
 interface Running {
   twin: Twin;
   connection: SharedMqttConnection;
@@ -60,13 +63,40 @@ export class TwinRuntime {
   readonly #management: SharedMqttConnection;
   readonly #twins = new Map<string, Running>();
   readonly #timer: NodeJS.Timeout;
+  /** The twins in evaluation order (rebuilt when twins come or go), and where the next slice starts. */
+  #order: Twin[] | undefined;
+  #cursor = 0;
   #unsubscribeManagement: (() => void) | undefined;
 
   private constructor(options: TwinRuntimeOptions, digital: DigitalInterface) {
     this.options = options;
     this.digital = digital;
     this.#management = this.#connections.acquire(options.brokerUrl);
-    this.#timer = setInterval(() => this.evaluateAll(Date.now()), options.pushIntervalMs ?? 1000);
+    // Each twin is evaluated once per interval, but in slices spread over it: evaluating (and pushing)
+    // thousands at once would hold the event loop for tens of ms, and telemetry waiting behind it
+    // would count as late.
+    this.#timer = setInterval(
+      () => this.#evaluateSlice(Date.now()),
+      (options.pushIntervalMs ?? 1000) / SLICES,
+    );
+  }
+
+  #evaluateSlice(now: number): void {
+    this.#order ??= [...this.#twins.values()].map((r) => r.twin);
+    const twins = this.#order;
+    const count = Math.ceil(twins.length / SLICES);
+    for (let k = 0; k < count; k++) {
+      this.#evaluate(twins[this.#cursor % twins.length] as Twin, now);
+      this.#cursor = (this.#cursor + 1) % twins.length;
+    }
+  }
+
+  #evaluate(twin: Twin, now: number): void {
+    try {
+      twin.evaluate(now);
+    } catch (err) {
+      this.options.logger?.error({ twin: twin.id, err: (err as Error).message }, "evaluation failed");
+    }
   }
 
   static async start(options: TwinRuntimeOptions): Promise<TwinRuntime> {
@@ -83,15 +113,9 @@ export class TwinRuntime {
     return runtime;
   }
 
-  /** Evaluates every attached twin (the timer does this each push interval). */
+  /** Evaluates every twin now (the timer does this in slices, each twin once per push interval). */
   evaluateAll(now: number): void {
-    for (const { twin } of this.#twins.values()) {
-      try {
-        twin.evaluate(now);
-      } catch (err) {
-        this.options.logger?.error({ twin: twin.id, err: (err as Error).message }, "evaluation failed");
-      }
-    }
+    for (const { twin } of this.#twins.values()) this.#evaluate(twin, now);
   }
 
   /** Creates a twin from its schema and configuration, exposes it and attaches it to its PT. */
@@ -136,10 +160,12 @@ export class TwinRuntime {
     const connection = this.#connections.acquire(twin.config.brokerUrl ?? this.options.brokerUrl);
     const running: Running = { twin, connection, attachment: undefined, td: description };
     this.#twins.set(twin.id, running);
+    this.#order = undefined;
     try {
       running.td = await this.digital.expose(twin, description);
     } catch (err) {
       this.#twins.delete(twin.id);
+      this.#order = undefined;
       await connection.release();
       throw err;
     }
@@ -205,6 +231,7 @@ export class TwinRuntime {
     running.twin.dismiss(Date.now());
     const state = running.twin.exportState();
     this.#twins.delete(id);
+    this.#order = undefined;
     await this.digital.destroy(id);
     await running.connection.release();
     return state;
@@ -216,6 +243,7 @@ export class TwinRuntime {
       const running = this.#get(id);
       running.attachment?.detach();
       this.#twins.delete(id);
+      this.#order = undefined;
       await this.digital.destroy(id);
       await running.connection.release();
     }

@@ -385,10 +385,14 @@ export class Twin {
       sequence: event.sequence,
       values: augmented.values,
     };
-    Object.assign(this.#properties, augmented.values);
+    // Consumers are told about values that changed (objects and arrays always count as changed).
+    const names: string[] = [];
+    for (const [name, value] of Object.entries(augmented.values)) {
+      if (typeof value === "object" || this.#properties[name] !== value) names.push(name);
+      this.#properties[name] = value;
+    }
     this.#lastUpdate = record;
     this.#states.push(record);
-    const names = Object.keys(augmented.values);
     if (names.length > 0) for (const l of this.#listeners) l.propertiesChanged?.(names);
     return record;
   }
@@ -438,7 +442,16 @@ export class Twin {
     } else if (state === "Disentangled" && figures.entangled) {
       this.#transition("entangle", now);
     }
-    for (const l of this.#listeners) l.entanglementEvaluated?.(figures);
+    // Pushed when the figures moved: a steady twin does not repeat itself every interval.
+    if (
+      figures.odte !== previous.odte ||
+      figures.timeliness !== previous.timeliness ||
+      figures.reliability !== previous.reliability ||
+      figures.availability !== previous.availability ||
+      figures.updates !== previous.updates
+    ) {
+      for (const l of this.#listeners) l.entanglementEvaluated?.(figures);
+    }
     if (figures.entangled !== previous.entangled && this.#window.started) {
       this.#record("entanglementChanged", now, figures);
       for (const l of this.#listeners) l.entanglementChanged?.(figures);
