@@ -4,7 +4,11 @@ import { join } from "node:path";
 import { Bench } from "tinybench";
 import { projectRoot } from "../src/paths.js";
 
-/** One measured case; `baseline` names the case of the same run it is compared with. */
+/**
+ * One measured case; `baseline` names the case of the same run it is compared with. A case that is
+ * not a throughput (a latency percentile, a count, a size) gives `value` and `unit` instead, with
+ * NaN for the throughput fields.
+ */
 export interface BenchRow {
   case: string;
   opsPerSec: number;
@@ -13,8 +17,21 @@ export interface BenchRow {
   meanMs: number;
   p99Ms: number;
   baseline?: string;
-  /** opsPerSec / baseline's opsPerSec. */
+  /** opsPerSec / baseline's opsPerSec; for a row with a value, value / baseline's value. */
   ratio?: number;
+  value?: number;
+  unit?: string;
+}
+
+/** A non-throughput row, related to `baseline` (a row of the same run) when given. */
+export function valueRow(name: string, value: number, unit: string, baseline?: BenchRow): BenchRow {
+  const nan = Number.NaN;
+  const row: BenchRow = { case: name, opsPerSec: nan, rme: nan, meanMs: nan, p99Ms: nan, value, unit };
+  if (baseline?.value !== undefined) {
+    row.baseline = baseline.case;
+    row.ratio = value / baseline.value;
+  }
+  return row;
 }
 
 export interface Benchmark {
@@ -69,17 +86,35 @@ export function machine() {
 }
 
 const fmt = (n: number, digits = 0) =>
-  n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+  Number.isNaN(n)
+    ? "-"
+    : n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+/** Three significant digits or so, without exponent: values range from 0.05 ms to 10,000 twins. */
+const fmtValue = (r: BenchRow) =>
+  r.value === undefined
+    ? "-"
+    : `${fmt(r.value, Math.abs(r.value) >= 100 || Number.isInteger(r.value) ? 0 : Math.abs(r.value) >= 10 ? 1 : 3)} ${r.unit ?? ""}`.trim();
 
 export function printTable(title: string, rows: BenchRow[]): void {
-  const header = ["case", "ops/s", "±%", "mean ms", "p99 ms", "vs baseline"];
+  // The value column only when a row has one, so throughput-only tables print as they always did.
+  const values = rows.some((r) => r.value !== undefined);
+  const referenced = new Set(rows.map((r) => r.baseline));
+  const header = ["case", "ops/s", "±%", "mean ms", "p99 ms", ...(values ? ["value"] : []), "vs baseline"];
   const body = rows.map((r) => [
     r.case,
     fmt(r.opsPerSec),
     fmt(r.rme, 1),
     fmt(r.meanMs, 3),
     fmt(r.p99Ms, 3),
-    r.ratio === undefined ? "(baseline)" : `${fmt(r.ratio, 2)}x ${r.baseline}`,
+    ...(values ? [fmtValue(r)] : []),
+    r.baseline === undefined
+      ? referenced.has(r.case)
+        ? "(baseline)"
+        : "-"
+      : r.ratio !== undefined && Number.isFinite(r.ratio)
+        ? `${fmt(r.ratio, 2)}x ${r.baseline}`
+        : `n/a vs ${r.baseline}`,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => (row[i] as string).length)));
   const line = (cells: string[]) =>
