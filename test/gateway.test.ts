@@ -82,6 +82,34 @@ describe("gateway (in-process)", () => {
   });
 });
 
+describe("gateway shutdown", () => {
+  it("closes while a consumer's long poll is waiting on a twin", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "dtc-gw-"));
+    const gateway = await startGateway(
+      loadConfig({ DTC_PORT: "0", DTC_MQTT_PORT: "0", DTC_DATA_DIR: dataDir }),
+      createLogger("silent"),
+    );
+    await gateway.twins.create({
+      id: "idle",
+      schema: sample("iiot-device.tm.jsonld"),
+      placeholders: { DEVICE_ID: "idle" },
+    });
+    // No PT: these observations wait for a change that never comes, one through the gateway, one
+    // straight at node-wot's server (as a consumer in the same host may).
+    const polls = [gateway.url + "/twins", gateway.twins.digital.httpListenUrl].map((base) =>
+      fetch(`${base}/idle/properties/lifecycleState/observable`).catch((err) => err),
+    );
+    await waitFor("the long poll to reach the twin", async () => {
+      const res = await fetch(`${gateway.url}/twins/idle/properties/lifecycleState`);
+      return res.status === 200;
+    });
+    const started = Date.now();
+    await gateway.close();
+    expect(Date.now() - started).toBeLessThan(5_000);
+    await Promise.all(polls);
+  });
+});
+
 /** The built entry point, as `npm start` runs it (npm test builds first). */
 const main = join(projectRoot, "dist/src/main.js");
 

@@ -74,7 +74,6 @@ describe.each(BROKER_KINDS)("twin runtime on %s", (kind) => {
 
   it("fed by the simulator, reaches Entangled with ODTE >= 0.99; a node-wot client reads, observes and acts over HTTP and MQTT", async (ctx) => {
     if (skip) ctx.skip(skip);
-    const sim = await device("d1");
     const twin = await runtime.create({
       id: "d1",
       schema: IIOT,
@@ -109,15 +108,30 @@ describe.each(BROKER_KINDS)("twin runtime on %s", (kind) => {
       },
     );
 
+    const httpFigures: number[] = [];
+    await thing.observeProperty(
+      "entanglement",
+      async (v) => void httpFigures.push(((await v.value()) as { odte: number }).odte),
+      undefined,
+      { formIndex: formIndex(td, "properties", "entanglement", "http", "observeproperty") },
+    );
+
+    // The PT comes only now, so that the observers see the twin bind and entangle.
+    expect(twin.lifecycleState).toBe("Unbound");
+    const sim = await device("d1");
     await waitFor(
       "ODTE >= 0.99 and Entangled",
       () => twin.lifecycleState === "Entangled" && twin.entanglement.odte >= 0.99,
     );
-    await waitFor(
-      "Entangled observed over HTTP and MQTT",
-      () => httpStates.includes("Entangled") && mqttStates.includes("Entangled"),
+    // MQTT delivers every change; a long poll sees the changes made while a request is waiting
+    // (Bound and Entangled may come within one re-poll), and the entanglement figures as they move.
+    await waitFor("Bound and Entangled observed over MQTT", () =>
+      ["Bound", "Entangled"].every((s) => mqttStates.includes(s)),
     );
+    await waitFor("a lifecycle change observed over HTTP", () => httpStates.length > 0);
+    expect(httpStates.every((s) => s === "Bound" || s === "Entangled")).toBe(true);
     await waitFor("entanglement pushed over MQTT", () => mqttFigures.some((odte) => odte >= 0.99));
+    await waitFor("entanglement pushed over HTTP", () => httpFigures.some((odte) => odte > 0));
 
     const viaHttp = (await (await thing.readProperty("temperature")).value()) as number;
     expect(typeof viaHttp).toBe("number");

@@ -164,6 +164,10 @@ export class EntanglementWindow {
     this.#heartbeat = options.heartbeat ?? false;
   }
 
+  get #slackMs(): number {
+    return Math.min(this.params.desiredTimelinessMs, 500 / this.params.expectedUpdateRateHz);
+  }
+
   get #windowMs(): number {
     return this.params.windowSeconds * 1000;
   }
@@ -201,9 +205,15 @@ export class EntanglementWindow {
 
   #evict(now: number): void {
     const from = now - this.#windowMs;
-    for (let timely = this.#updates.shiftIfAtOrBefore(from); timely !== undefined; ) {
+    // Updates are kept Td (at most half an expected period) past the window's far edge. A PT
+    // reporting every 1/Re has Re x W updates in a hard-edged window only if the edge never falls
+    // between an update's due time and its (jittered) arrival; a steady PT judged at a fixed phase
+    // of its period would read as unreliable (Re x W = 5: R = 0.8) window after window. An update
+    // is due within Td anyway, so the slack forgives jitter a timely PT may have, no more.
+    const keepFrom = from - this.#slackMs;
+    for (let timely = this.#updates.shiftIfAtOrBefore(keepFrom); timely !== undefined; ) {
       if (timely) this.#timelyCount--;
-      timely = this.#updates.shiftIfAtOrBefore(from);
+      timely = this.#updates.shiftIfAtOrBefore(keepFrom);
     }
     while ((this.#down[0]?.[1] ?? Infinity) <= from) this.#down.shift();
     while ((this.#gaps[0]?.[1] ?? Infinity) <= from) this.#gaps.shift();

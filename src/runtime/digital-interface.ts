@@ -29,10 +29,32 @@ interface Exposed {
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 
+/** A property's value as consumers read it: the twin affordances, or the schema's (null until reported). */
+function propertyValue(twin: Twin, name: string): unknown {
+  switch (name) {
+    case "lifecycleState":
+      return twin.lifecycleState;
+    case "entanglement":
+      return twin.entanglement;
+    case "history":
+      return {
+        states: twin
+          .states()
+          .map((r) => ({ ...r, committedAt: iso(r.committedAt), ptTimestamp: iso(r.ptTimestamp) })),
+        events: twin.events().map((e) => ({ ...e, at: iso(e.at) })),
+      };
+    case "augmentations":
+      return twin.augmentations.list().map((f) => ({ ...f, installedAt: iso(f.installedAt) }));
+    default:
+      return twin.properties[name] ?? null;
+  }
+}
+
 export class DigitalInterface {
   readonly #servient: Servient;
   readonly #wot: typeof WoT;
   readonly #http: StablePathHttpServer;
+  readonly #mqtt: StablePathMqttBrokerServer | undefined;
   readonly #twins = new Map<string, Exposed>();
   readonly #onError: (err: Error, context: string) => void;
   /** TD id -> twin id: the servers ask for a thing's path by TD id. */
@@ -42,12 +64,14 @@ export class DigitalInterface {
     servient: Servient,
     wot: typeof WoT,
     http: StablePathHttpServer,
+    mqtt: StablePathMqttBrokerServer | undefined,
     paths: Map<string, string>,
     onError: DigitalInterfaceOptions["onError"],
   ) {
     this.#servient = servient;
     this.#wot = wot;
     this.#http = http;
+    this.#mqtt = mqtt;
     this.#paths = paths;
     this.#onError = onError ?? (() => {});
   }
@@ -64,9 +88,10 @@ export class DigitalInterface {
     if (options.http.baseUri !== undefined) httpConfig.baseUri = options.http.baseUri.replace(/\/+$/, "");
     const http = new StablePathHttpServer(httpConfig, pathOf);
     servient.addServer(http);
-    if (options.mqtt) servient.addServer(new StablePathMqttBrokerServer({ uri: options.mqtt.url }, pathOf));
+    const mqtt = options.mqtt ? new StablePathMqttBrokerServer({ uri: options.mqtt.url }, pathOf) : undefined;
+    if (mqtt) servient.addServer(mqtt);
     const wot = (await servient.start()) as unknown as typeof WoT;
-    return new DigitalInterface(servient, wot, http, paths, options.onError);
+    return new DigitalInterface(servient, wot, http, mqtt, paths, options.onError);
   }
 
   /** Where node-wot's HTTP server listens (the gateway routes /twins/* here). */
@@ -85,7 +110,7 @@ export class DigitalInterface {
     const thing = await this.#wot.produce(toExposedThingInit(description) as WoT.ExposedThingInit);
     const exposedThing = thing as unknown as ExposedThing;
     this.#handle(twin, exposedThing, description);
-    const unlisten = twin.listen(this.#notifier(exposedThing));
+    const unlisten = twin.listen(this.#notifier(twin, exposedThing));
     this.#paths.set(exposedThing.id, twin.id);
     this.#twins.set(twin.id, { thing: exposedThing, unlisten });
     try {
@@ -120,31 +145,9 @@ export class DigitalInterface {
   }
 
   #handle(twin: Twin, thing: ExposedThing, description: JsonObject): void {
-    const own = TWIN_AFFORDANCES.properties;
     for (const name of Object.keys((description.properties as JsonObject | undefined) ?? {})) {
-      if (name in own) continue;
-      // null until the physical twin has reported it.
-      thing.setPropertyReadHandler(name, async () => (twin.properties[name] ?? null) as WoT.InteractionInput);
+      thing.setPropertyReadHandler(name, async () => propertyValue(twin, name) as WoT.InteractionInput);
     }
-    thing.setPropertyReadHandler("lifecycleState", async () => twin.lifecycleState);
-    thing.setPropertyReadHandler(
-      "entanglement",
-      async () => twin.entanglement as unknown as WoT.InteractionInput,
-    );
-    thing.setPropertyReadHandler("history", async () => {
-      const states = twin
-        .states()
-        .map((r) => ({ ...r, committedAt: iso(r.committedAt), ptTimestamp: iso(r.ptTimestamp) }));
-      const events = twin.events().map((e) => ({ ...e, at: iso(e.at) }));
-      return { states, events } as unknown as WoT.InteractionInput;
-    });
-    thing.setPropertyReadHandler(
-      "augmentations",
-      async () =>
-        twin.augmentations
-          .list()
-          .map((f) => ({ ...f, installedAt: iso(f.installedAt) })) as unknown as WoT.InteractionInput,
-    );
     for (const name of Object.keys((description.actions as JsonObject | undefined) ?? {})) {
       if (name in TWIN_AFFORDANCES.actions) continue;
       thing.setActionHandler(name, async (params) => {
@@ -163,10 +166,16 @@ export class DigitalInterface {
     });
   }
 
-  /** The digital event handler: twin changes become node-wot property changes and events. */
-  #notifier(thing: ExposedThing) {
-    const emit = (name: string) =>
+  /**
+   * The digital event handler: twin changes become property changes (published straight to the
+   * property's MQTT topic, and through node-wot to HTTP observers) and events.
+   */
+  #notifier(twin: Twin, thing: ExposedThing) {
+    const mqtt = this.#mqtt;
+    const emit = (name: string) => {
+      mqtt?.publishProperty(thing.id, name, propertyValue(twin, name));
       thing.emitPropertyChange(name).catch((err: Error) => this.#onError(err, `emitting ${name}`));
+    };
     return {
       propertiesChanged: (names: string[]) => {
         for (const name of names) if (name in thing.properties) emit(name);

@@ -28,7 +28,9 @@ function checkedPath(pathOf: PathOf, thing: ExposedThing, taken: boolean): strin
 
 export class StablePathHttpServer extends HttpServer {
   readonly #pathOf: PathOf;
+  /** Thing id -> path, and the paths taken. */
   readonly #paths = new Map<string, string>();
+  readonly #taken = new Set<string>();
   readonly #configured: HttpConfig;
 
   /**
@@ -52,6 +54,14 @@ export class StablePathHttpServer extends HttpServer {
     }
   }
 
+  /** Stops even while long polls are waiting (server.close() alone would wait for them). */
+  override stop(): Promise<void> {
+    const stopped = super.stop();
+    const server = this.getServer();
+    if ("closeAllConnections" in server) server.closeAllConnections();
+    return stopped;
+  }
+
   /** Where this server listens, e.g. for a gateway that routes to it. */
   get listenUrl(): string {
     const address = this.#configured.address ?? "localhost";
@@ -65,7 +75,7 @@ export class StablePathHttpServer extends HttpServer {
   }
 
   override expose(thing: ExposedThing, tdTemplate?: WoT.ExposedThingInit): Promise<void> {
-    const path = checkedPath(this.#pathOf, thing, [...this.#paths.values()].includes(this.#pathOf(thing)));
+    const path = checkedPath(this.#pathOf, thing, this.#taken.has(this.#pathOf(thing)));
     const { title, id } = thing;
     // HttpServer derives the path from slugify(title), or adds the id as a second path: hand it
     // the path as title and no id for the synchronous part of expose() that reads them.
@@ -79,10 +89,13 @@ export class StablePathHttpServer extends HttpServer {
       thing.id = id;
     }
     this.#paths.set(id, path);
+    this.#taken.add(path);
     return exposed;
   }
 
   override async destroy(thingId: string): Promise<boolean> {
+    const path = this.#paths.get(thingId);
+    if (path !== undefined) this.#taken.delete(path);
     this.#paths.delete(thingId);
     return super.destroy(thingId);
   }
@@ -146,23 +159,26 @@ export class StablePathMqttBrokerServer extends MqttBrokerServer {
     const name = checkedPath(this.#pathOf, thing, self.things.has(this.#pathOf(thing)));
     self.things.set(name, thing);
     this.#names.set(thing.id, name);
-    const subscriptions: Promise<unknown>[] = [];
     const broker = self.broker;
-    // exposeAction/exposeProperty subscribe without waiting; wait for the grants here so that an
-    // exposed thing is reachable as soon as expose() resolves.
-    const subscribe = broker.subscribe.bind(broker);
-    (broker as { subscribe: unknown }).subscribe = (topic: string) =>
-      subscriptions.push(
-        new Promise((resolve, reject) => subscribe(topic, (err) => (err ? reject(err) : resolve(undefined)))),
-      );
+    // exposeAction/exposeProperty subscribe one topic at a time without waiting: collect the topics
+    // and subscribe them in one SUBSCRIBE, waiting for the grant, so that an exposed thing is
+    // reachable as soon as expose() resolves (and a broker handles one request per thing, not five).
+    const topics: string[] = [];
+    const subscribe = broker.subscribe;
+    (broker as { subscribe: unknown }).subscribe = (topic: string) => topics.push(topic);
+    // Property observations are published by publishProperty(), not through node-wot's listener
+    // (a content stream per value): keep the binding from registering one.
+    const thingObserve = thing as { handleObserveProperty: unknown };
+    thingObserve.handleObserveProperty = async () => {};
     try {
       for (const property of Object.keys(thing.properties)) self.exposeProperty(name, property, thing);
       for (const action of Object.keys(thing.actions)) self.exposeAction(name, action, thing);
       for (const event of Object.keys(thing.events)) self.exposeEvent(name, event, thing);
     } finally {
       (broker as { subscribe: unknown }).subscribe = subscribe;
+      delete (thingObserve as { handleObserveProperty?: unknown }).handleObserveProperty;
     }
-    await Promise.all(subscriptions);
+    if (topics.length > 0) await broker.subscribeAsync(topics);
     await broker.publishAsync(name, JSON.stringify(thing.getThingDescription()), { retain: true });
   }
 
@@ -182,6 +198,17 @@ export class StablePathMqttBrokerServer extends MqttBrokerServer {
       await self.broker.publishAsync(name, "", { retain: true });
     }
     return removed;
+  }
+
+  /**
+   * Publishes a property's new value on its observe topic ({path}/properties/{name}), as JSON, the
+   * content type of the form. The digital interface calls it on every change.
+   */
+  publishProperty(thingId: string, property: string, value: unknown): void {
+    const name = this.#names.get(thingId);
+    const broker = this.#internals.broker;
+    if (name === undefined || broker === undefined) return;
+    broker.publish(`${name}/properties/${property}`, JSON.stringify(value ?? null));
   }
 
   /** The topic level of an exposed thing. */
