@@ -1,7 +1,11 @@
 import { mkdirSync } from "node:fs";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import { serve } from "@hono/node-server";
 import type { Config } from "./config.js";
+import { EmbeddedStore } from "./directory/embedded-store.js";
+import type { DirectoryStore } from "./directory/store.js";
+import { mountThingsApi } from "./directory/things-api.js";
 import { createApp } from "./http/app.js";
 import { mountTwinsProxy } from "./http/twins-proxy.js";
 import type { Logger } from "./logger.js";
@@ -16,6 +20,8 @@ export interface Gateway {
   /** The MQTT broker of the twins (embedded, or DTC_MQTT_URL). */
   brokerUrl: string;
   models: ThingModelRegistry;
+  /** The directory's store (embedded: SQLite record + Oxigraph index under DTC_DATA_DIR/directory). */
+  directory: DirectoryStore;
   /** The twins running in this process, reachable at {url}/twins/{id}. */
   twins: TwinRuntime;
   close(): Promise<void>;
@@ -35,7 +41,12 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   }
   const brokerUrl = config.mqttUrl ?? (embedded as EmbeddedBroker).url;
 
+  // The remote SPARQL store adapter is not built yet: DTC_SPARQL_* are validated but not used.
+  const directory: DirectoryStore = new EmbeddedStore(join(config.dataDir, "directory"));
+  await directory.open();
+
   const app = createApp({ version: packageVersion, startedAt: Date.now(), logger });
+  mountThingsApi(app, { store: directory });
   let twins: TwinRuntime | undefined;
   mountTwinsProxy(app, () => (twins as TwinRuntime).digital.httpListenUrl);
   const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host });
@@ -65,6 +76,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   } catch (err) {
     await closeServer();
     await embedded?.close();
+    await directory.close();
     throw err;
   }
   logger.info({ url, version: packageVersion, brokerUrl }, "dtc gateway listening");
@@ -74,11 +86,13 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     url,
     brokerUrl,
     models,
+    directory,
     twins: runtime,
     close: async () => {
       await closeServer();
       await runtime.close();
       await embedded?.close();
+      await directory.close();
     },
   };
 }

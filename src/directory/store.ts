@@ -1,0 +1,58 @@
+import type { JsonObject } from "../wot/rdf.js";
+
+/**
+ * The directory's storage port: a durable record of TDs with their registration information, and a
+ * SPARQL index over them (each TD in its own named graph, IRI = the TD id). Two adapters implement
+ * it: embedded (SQLite record + in-memory Oxigraph index) and remote (any SPARQL 1.1 store).
+ */
+
+/** WoT Discovery registration information (what the directory adds to an enriched TD). */
+export interface Registration {
+  /** ISO 8601. */
+  created: string;
+  modified: string;
+  /** Absolute expiry (ISO 8601), from the TD's `registration.expires` or `ttl`. */
+  expires?: string;
+  /** Seconds, as given by the client. */
+  ttl?: number;
+}
+
+export interface StoredThing {
+  id: string;
+  /** The TD as registered, without registration information. */
+  td: JsonObject;
+  registration: Registration;
+}
+
+/** A SPARQL result, serialised in the media type asked for. */
+export interface QueryResult {
+  body: string;
+  contentType: string;
+}
+
+export interface DirectoryStore {
+  /** Opens the store (rebuilds the embedded index from the record). */
+  open(): Promise<void>;
+  /** Creates or replaces; resolves once the write is durable. */
+  put(thing: StoredThing): Promise<{ created: boolean }>;
+  get(id: string): Promise<StoredThing | undefined>;
+  delete(id: string): Promise<boolean>;
+  /** Ordered by id. */
+  list(offset: number, limit: number): Promise<StoredThing[]>;
+  count(): Promise<number>;
+  /** Ids whose registration expired at `now` (epoch ms). */
+  expired(now: number): Promise<string[]>;
+  /**
+   * Runs a (parsed and checked) SPARQL query over every graph; answers only after every write
+   * acknowledged before it is indexed (read your writes).
+   */
+  query(sparql: string, accept: string, options?: { timeoutMs?: number }): Promise<QueryResult>;
+  close(): Promise<void>;
+}
+
+export class StoreError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "StoreError";
+  }
+}
