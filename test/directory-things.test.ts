@@ -138,6 +138,7 @@ describe("the Things API on the embedded store", () => {
       ["PUT", "/things/not-an-iri", td("not-an-iri")],
       ["PUT", "/things/urn:x:1", td("urn:x:other")],
       ["PUT", "/things/urn:x:1", td("urn:x:1"), "text/plain"],
+      ["PUT", "/things/urn:dtc:status:x", td("urn:dtc:status:x")],
     ];
     let deep: unknown = {};
     for (let i = 0; i < 200; i++) deep = { a: deep };

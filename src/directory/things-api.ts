@@ -17,6 +17,8 @@ import type { DirectoryStore, Registration, StoredThing } from "./store.js";
 export const TD_JSON = "application/td+json";
 export const LD_JSON = "application/ld+json";
 export const MERGE_PATCH = "application/merge-patch+json";
+/** Prefix of the status graph IRIs the gateway writes for twins (lifecycle, entanglement). */
+export const STATUS_GRAPH_PREFIX = "urn:dtc:status:";
 
 export interface ThingsApiOptions {
   store: DirectoryStore;
@@ -130,6 +132,9 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): void {
   app.put("/things/:id", limited, async (c) => {
     const id = c.req.param("id");
     if (!isIri(id)) return badRequest(c, `the id ${JSON.stringify(id)} is not an absolute IRI`);
+    // Twins' status graphs are named urn:dtc:status:...; a TD there would pass for one.
+    if (id.startsWith(STATUS_GRAPH_PREFIX))
+      return badRequest(c, `ids under ${STATUS_GRAPH_PREFIX} are reserved`);
     const body = await readJson(c, [TD_JSON, "application/json"]);
     if (body instanceof Response) return body;
     if (!isObject(body)) return badRequest(c, "the body is not a JSON object (a Thing Description)");
