@@ -39,6 +39,17 @@ import { type Benchmark, type BenchRow, measure, valueRow } from "./harness.js";
 const { HttpServer } = bindingHttp;
 const { MqttBrokerServer } = bindingMqtt;
 
+/** An embedded broker and a twin runtime on it, both on loopback, as the gateway runs them. */
+async function loopbackRuntime(registry: ThingModelRegistry) {
+  const broker = await startEmbeddedBroker({ port: 0 });
+  const runtime = await TwinRuntime.start({
+    registry,
+    brokerUrl: broker.url,
+    http: { port: 0, address: "127.0.0.1" },
+  });
+  return { broker, runtime };
+}
+
 const IIOT = new URL("iiot-device.tm.jsonld", SAMPLE_SCHEMA_BASE).href;
 const THIS_FILE = fileURLToPath(import.meta.url);
 const log = (line: string) => process.stdout.write(`  twins: ${line}\n`);
@@ -426,12 +437,7 @@ async function scale(registry: ThingModelRegistry): Promise<BenchRow[]> {
   }
 
   const twinSteps: (Step & { createMs: number })[] = [];
-  const broker = await startEmbeddedBroker({ port: 0 });
-  const runtime = await TwinRuntime.start({
-    registry,
-    brokerUrl: broker.url,
-    http: { port: 0, address: "127.0.0.1" },
-  });
+  const { broker, runtime } = await loopbackRuntime(registry);
   try {
     const twins: Twin[] = [];
     const probe = { recording: false, hist: createHistogram(), clock: wallClock() };
@@ -704,12 +710,7 @@ export const benchmark: Benchmark = {
     const registry = new ThingModelRegistry();
     await loadThingModels(registry, thingModelsDir);
     const rows: BenchRow[] = [];
-    const broker = await startEmbeddedBroker({ port: 0 });
-    const runtime = await TwinRuntime.start({
-      registry,
-      brokerUrl: broker.url,
-      http: { port: 0, address: "127.0.0.1" },
-    });
+    const { broker, runtime } = await loopbackRuntime(registry);
     try {
       rows.push(...(await latency(broker.url, runtime)));
       rows.push(...(await timeliness(broker.url, runtime)));
