@@ -165,11 +165,6 @@ export class EmbeddedStore implements DirectoryStore {
     return { body: String(body), contentType: accept };
   }
 
-  /** Waits until every acknowledged write is indexed (for tests and shutdown). */
-  async flushed(): Promise<void> {
-    await this.#indexing;
-  }
-
   async close(): Promise<void> {
     await this.#indexing;
     this.#db?.close();

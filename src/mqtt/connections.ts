@@ -49,22 +49,6 @@ export class SharedMqttConnection {
     return this.#client.connected;
   }
 
-  /** Resolves once connected, or rejects after `timeoutMs`. */
-  async ready(timeoutMs = 10_000): Promise<void> {
-    if (this.#client.connected) return;
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#client.off("connect", done);
-        reject(new Error(`MQTT broker ${this.url} not reachable within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const done = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      this.#client.once("connect", done);
-    });
-  }
-
   onConnection(listener: ConnectionListener): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
@@ -155,9 +139,5 @@ export class MqttConnections {
       this.#connections.set(url, connection);
     }
     return connection.acquire();
-  }
-
-  get size(): number {
-    return this.#connections.size;
   }
 }

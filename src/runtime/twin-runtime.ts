@@ -81,6 +81,17 @@ export class TwinRuntime {
     );
   }
 
+  // The twins, and the evaluation order derived from them (rebuilt on the next slice).
+  #track(running: Running): void {
+    this.#twins.set(running.twin.id, running);
+    this.#order = undefined;
+  }
+
+  #untrack(id: string): void {
+    this.#twins.delete(id);
+    this.#order = undefined;
+  }
+
   #evaluateSlice(now: number): void {
     this.#order ??= [...this.#twins.values()].map((r) => r.twin);
     const twins = this.#order;
@@ -111,11 +122,6 @@ export class TwinRuntime {
       runtime.#manage(topic, payload),
     );
     return runtime;
-  }
-
-  /** Evaluates every twin now (the timer does this in slices, each twin once per push interval). */
-  evaluateAll(now: number): void {
-    for (const { twin } of this.#twins.values()) this.#evaluate(twin, now);
   }
 
   /** Creates a twin from its schema and configuration, exposes it and attaches it to its PT. */
@@ -159,13 +165,11 @@ export class TwinRuntime {
   async #start(twin: Twin, description: JsonObject): Promise<Twin> {
     const connection = this.#connections.acquire(twin.config.brokerUrl ?? this.options.brokerUrl);
     const running: Running = { twin, connection, attachment: undefined, td: description };
-    this.#twins.set(twin.id, running);
-    this.#order = undefined;
+    this.#track(running);
     try {
       running.td = await this.digital.expose(twin, description);
     } catch (err) {
-      this.#twins.delete(twin.id);
-      this.#order = undefined;
+      this.#untrack(twin.id);
       await connection.release();
       throw err;
     }
@@ -230,8 +234,7 @@ export class TwinRuntime {
     running.attachment?.detach();
     running.twin.dismiss(Date.now());
     const state = running.twin.exportState();
-    this.#twins.delete(id);
-    this.#order = undefined;
+    this.#untrack(id);
     await this.digital.destroy(id);
     await running.connection.release();
     return state;
@@ -242,8 +245,7 @@ export class TwinRuntime {
     for (const id of [...this.#twins.keys()]) {
       const running = this.#get(id);
       running.attachment?.detach();
-      this.#twins.delete(id);
-      this.#order = undefined;
+      this.#untrack(id);
       await this.digital.destroy(id);
       await running.connection.release();
     }

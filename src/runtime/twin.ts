@@ -8,7 +8,7 @@ import {
 import { isAttached, Lifecycle, type LifecycleChange, type LifecycleState } from "../domain/lifecycle.js";
 import type { JsonObject } from "../wot/rdf.js";
 import { isObject } from "../wot/thing-model.js";
-import { AugmentationError, Augmentations } from "./augmentation.js";
+import { type AugmentationError, Augmentations } from "./augmentation.js";
 import {
   normalisePhysicalMessage,
   type PhysicalEvent,
@@ -556,5 +556,3 @@ export class Twin {
     });
   }
 }
-
-export { AugmentationError };

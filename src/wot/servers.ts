@@ -210,9 +210,4 @@ export class StablePathMqttBrokerServer extends MqttBrokerServer {
     if (name === undefined || broker === undefined) return;
     broker.publish(`${name}/properties/${property}`, JSON.stringify(value ?? null));
   }
-
-  /** The topic level of an exposed thing. */
-  nameOf(thingId: string): string | undefined {
-    return this.#names.get(thingId);
-  }
 }
