@@ -66,6 +66,7 @@ describe("the Things API on the embedded store", () => {
     expect(body.registration).toEqual({
       created: new Date(Date.UTC(2026, 0, 1)).toISOString(),
       modified: new Date(Date.UTC(2026, 0, 1, 0, 0, 1)).toISOString(),
+      retrieved: new Date(clock).toISOString(),
     });
   });
 

@@ -4,7 +4,7 @@ import Database from "better-sqlite3";
 import oxigraph from "oxigraph";
 import { toNQuads } from "../wot/rdf.js";
 import type { DirectoryStore, QueryResult, Registration, StoredThing } from "./store.js";
-import { StoreError } from "./store.js";
+import { StoreError, statusGraph } from "./store.js";
 
 /**
  * The embedded store: SQLite (WAL, synchronous=FULL) is the system of record on disk, an in-memory
@@ -152,6 +152,14 @@ export class EmbeddedStore implements DirectoryStore {
     return (this.#sql.prepare("SELECT count(*) AS n FROM things").get() as { n: number }).n;
   }
 
+  async revision(): Promise<string> {
+    const row = this.#sql.prepare("SELECT count(*) AS n, max(modified) AS m FROM things").get() as {
+      n: number;
+      m: string | null;
+    };
+    return `${row.n}-${row.m === null ? 0 : Date.parse(row.m)}`;
+  }
+
   async expired(now: number): Promise<string[]> {
     const rows = this.#sql.prepare("SELECT id FROM things WHERE expires <= ?").all(now) as { id: string }[];
     return rows.map((r) => r.id);
@@ -163,6 +171,24 @@ export class EmbeddedStore implements DirectoryStore {
     // Every TD is in its own graph: the default graph is their union, as WoT Discovery expects.
     const body = this.#index.query(sparql, { results_format: accept, use_default_graph_as_union: true });
     return { body: String(body), contentType: accept };
+  }
+
+  async putStatus(tdId: string, ntriples: string): Promise<void> {
+    const graph = statusGraph(tdId);
+    this.#indexing = this.#indexing.then(() => {
+      this.#dropGraph(graph);
+      this.#index.load(ntriples, {
+        format: "application/n-triples",
+        to_graph_name: oxigraph.namedNode(graph),
+      });
+    });
+    await this.#indexing;
+  }
+
+  async deleteStatus(tdId: string): Promise<void> {
+    const graph = statusGraph(tdId);
+    this.#indexing = this.#indexing.then(() => this.#dropGraph(graph));
+    await this.#indexing;
   }
 
   async close(): Promise<void> {

@@ -40,6 +40,8 @@ export interface DirectoryStore {
   /** Ordered by id. */
   list(offset: number, limit: number): Promise<StoredThing[]>;
   count(): Promise<number>;
+  /** An opaque value that changes whenever the set of TDs changes (the listing's etag). */
+  revision(): Promise<string>;
   /** Ids whose registration expired at `now` (epoch ms). */
   expired(now: number): Promise<string[]>;
   /**
@@ -47,12 +49,40 @@ export interface DirectoryStore {
    * acknowledged before it is indexed (read your writes).
    */
   query(sparql: string, accept: string, options?: { timeoutMs?: number }): Promise<QueryResult>;
+  /**
+   * Replaces the status graph of a twin's TD (`urn:dtc:status:` + encoded TD id) with the
+   * triples of `ntriples` (N-Triples). Written by the gateway only,
+   * never from client input; not part of the durable record (the gateway rewrites it after a
+   * restart).
+   */
+  putStatus(tdId: string, ntriples: string): Promise<void>;
+  /** Drops a twin's status graph (no-op when there is none). */
+  deleteStatus(tdId: string): Promise<void>;
   close(): Promise<void>;
 }
+
+/** Prefix of the status graph IRIs the gateway writes for twins (lifecycle, entanglement). */
+export const STATUS_GRAPH_PREFIX = "urn:dtc:status:";
+
+/** IRI of the status graph of the twin whose TD has id `tdId`. */
+export const statusGraph = (tdId: string): string => `${STATUS_GRAPH_PREFIX}${encodeURIComponent(tdId)}`;
 
 export class StoreError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "StoreError";
+  }
+}
+
+/**
+ * A query the store refused or gave up on: the client's fault, answered with a 4xx.
+ * `timeout`: ran past the time limit; `rejected`: the store found it invalid.
+ */
+export class QueryError extends StoreError {
+  readonly kind: "timeout" | "rejected";
+  constructor(kind: "timeout" | "rejected", message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "QueryError";
+    this.kind = kind;
   }
 }

@@ -6,7 +6,8 @@ import { DISCOVERY_CONTEXT_URL } from "../wot/jsonld-loader.js";
 import type { JsonObject } from "../wot/rdf.js";
 import { isObject } from "../wot/thing-model.js";
 import { ValidationError, validateThingDescription } from "../wot/validation.js";
-import type { DirectoryStore, Registration, StoredThing } from "./store.js";
+import type { ThingChange } from "./events.js";
+import { type DirectoryStore, type Registration, STATUS_GRAPH_PREFIX, type StoredThing } from "./store.js";
 
 /**
  * The Things API of W3C WoT Discovery (section 7.3.2.1): create, retrieve, update (replace and
@@ -17,8 +18,6 @@ import type { DirectoryStore, Registration, StoredThing } from "./store.js";
 export const TD_JSON = "application/td+json";
 export const LD_JSON = "application/ld+json";
 export const MERGE_PATCH = "application/merge-patch+json";
-/** Prefix of the status graph IRIs the gateway writes for twins (lifecycle, entanglement). */
-export const STATUS_GRAPH_PREFIX = "urn:dtc:status:";
 
 export interface ThingsApiOptions {
   store: DirectoryStore;
@@ -29,6 +28,8 @@ export interface ThingsApiOptions {
   /** Largest page of a listing (default 100). */
   maxLimit?: number;
   now?: () => number;
+  /** Called after each acknowledged create, update and delete (notifications). */
+  onChange?: (change: ThingChange) => void;
 }
 
 /** Ids are absolute IRIs without the characters IRIs exclude (RFC 3987). */
@@ -55,18 +56,22 @@ export function mergePatch(target: unknown, patch: unknown): unknown {
 }
 
 /** The TD as the directory serves it: with the discovery context and its registration information. */
-export function enriched(thing: StoredThing): JsonObject {
+export function enriched(thing: StoredThing, retrieved?: number): JsonObject {
   const td = structuredClone(thing.td);
   const context = Array.isArray(td["@context"]) ? [...td["@context"]] : [td["@context"]];
   if (!context.includes(DISCOVERY_CONTEXT_URL)) context.push(DISCOVERY_CONTEXT_URL);
   td["@context"] = context;
-  td.registration = { ...thing.registration };
+  td.registration = {
+    ...thing.registration,
+    ...(retrieved === undefined ? {} : { retrieved: new Date(retrieved).toISOString() }),
+  };
   return td;
 }
 
 export function mountThingsApi(app: Hono, options: ThingsApiOptions): void {
   const { store } = options;
   const now = options.now ?? Date.now;
+  const changed = (change: ThingChange) => options.onChange?.(change);
   const maxDepth = options.maxDepth ?? 64;
   const maxLimit = options.maxLimit ?? 100;
   const limited = bodyLimit({
@@ -143,7 +148,11 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): void {
     }
     const previous = await store.get(id);
     const { td, registration } = prepare({ ...body, id }, previous);
-    const { created } = await store.put({ id, td, registration });
+    const thing = { id, td, registration };
+    const { created } = await store.put(thing);
+    changed(
+      created ? { type: "thing_created", thing } : { type: "thing_updated", thing, previous: previous?.td },
+    );
     return c.body(
       null,
       created ? 201 : 204,
@@ -163,7 +172,9 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): void {
     }
     const id = `urn:uuid:${randomUUID()}`;
     const { td, registration } = prepare({ ...body, id }, undefined);
-    await store.put({ id, td, registration });
+    const thing = { id, td, registration };
+    await store.put(thing);
+    changed({ type: "thing_created", thing });
     return c.body(null, 201, { Location: `/things/${encodeURIComponent(id)}` });
   });
 
@@ -171,7 +182,7 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): void {
     const id = c.req.param("id");
     const thing = await store.get(id);
     if (!thing) return notFound(c, id);
-    return c.body(JSON.stringify(enriched(thing)), 200, { "Content-Type": TD_JSON });
+    return c.body(JSON.stringify(enriched(thing, now())), 200, { "Content-Type": TD_JSON });
   });
 
   app.patch("/things/:id", limited, async (c) => {
@@ -184,13 +195,17 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): void {
     const patched = mergePatch(previous.td, body) as JsonObject;
     if (patched.id !== id) return badRequest(c, "a patch must not change the TD's id");
     const { td, registration } = prepare(patched, previous);
-    await store.put({ id, td, registration });
+    const thing = { id, td, registration };
+    await store.put(thing);
+    changed({ type: "thing_updated", thing, previous: previous.td });
     return c.body(null, 204);
   });
 
   app.delete("/things/:id", async (c) => {
     const id = c.req.param("id");
-    return (await store.delete(id)) ? c.body(null, 204) : notFound(c, id);
+    if (!(await store.delete(id))) return notFound(c, id);
+    changed({ type: "thing_deleted", id });
+    return c.body(null, 204);
   });
 
   app.get("/things", async (c) => {
@@ -203,10 +218,15 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): void {
     if (!Number.isInteger(offset) || offset < 0) return badRequest(c, "offset must be a whole number >= 0");
     if (!Number.isInteger(limit) || limit < 1) return badRequest(c, "limit must be a whole number >= 1");
     const page = Math.min(limit, maxLimit);
-    const [things, total] = await Promise.all([store.list(offset, page), store.count()]);
-    const tds = things.map(enriched);
+    const [things, total, revision] = await Promise.all([
+      store.list(offset, page),
+      store.count(),
+      store.revision(),
+    ]);
+    const at = now();
+    const tds = things.map((thing) => enriched(thing, at));
     const links = [
-      `</things?offset=0&limit=${page}${format === "collection" ? "&format=collection" : ""}>; rel="canonical"`,
+      `</things?offset=0&limit=${page}${format === "collection" ? "&format=collection" : ""}>; rel="canonical"; etag="${revision}"`,
     ];
     if (offset + things.length < total) {
       links.push(
