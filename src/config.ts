@@ -12,7 +12,14 @@ export interface Config {
   mqttUrl: string | undefined;
   mqttPort: number;
   /** Remote SPARQL 1.1 store; undefined means the embedded store. */
-  sparql: { queryUrl: string; updateUrl: string } | undefined;
+  sparql:
+    | {
+        queryUrl: string;
+        updateUrl: string;
+        /** Sent with HTTP Basic or Digest, as the store asks; undefined = no credentials. */
+        auth: { user: string; password: string } | undefined;
+      }
+    | undefined;
   /** The URL clients reach the gateway at (TD forms point here); undefined = the listening address. */
   publicUrl: string | undefined;
   /** How often twins evaluate entanglement and push it to consumers, ms. */
@@ -38,6 +45,11 @@ export const ENVIRONMENT = {
     default: "",
     doc: "SPARQL 1.1 update endpoint; required with DTC_SPARQL_QUERY_URL.",
   },
+  DTC_SPARQL_USER: {
+    default: "",
+    doc: "User for the remote store's endpoints (HTTP Basic or Digest, as the store asks); unset = none.",
+  },
+  DTC_SPARQL_PASSWORD: { default: "", doc: "Password of DTC_SPARQL_USER; required with it." },
   DTC_PUBLIC_URL: {
     default: "",
     doc: "URL clients reach the gateway at, used in twins' TD forms (behind a proxy, or with DTC_HOST=0.0.0.0); unset = http://DTC_HOST:port.",
@@ -86,6 +98,9 @@ const schema = z
     DTC_MQTT_PORT: port(""),
     DTC_SPARQL_QUERY_URL: z.union([z.literal(""), urlWithScheme(["http", "https"])]),
     DTC_SPARQL_UPDATE_URL: z.union([z.literal(""), urlWithScheme(["http", "https"])]),
+    // RFC 7617: a Basic user-id cannot contain a colon.
+    DTC_SPARQL_USER: z.string().refine((s) => !s.includes(":"), "must not contain a colon"),
+    DTC_SPARQL_PASSWORD: z.string(),
     DTC_PUBLIC_URL: z.union([z.literal(""), urlWithScheme(["http", "https"])]),
     DTC_ENTANGLEMENT_INTERVAL_MS: z
       .string()
@@ -103,20 +118,38 @@ const schema = z
         message: "must be set too: a remote SPARQL store needs both the query and the update endpoint",
       });
     }
+    if ((env.DTC_SPARQL_USER === "") !== (env.DTC_SPARQL_PASSWORD === "")) {
+      const missing = env.DTC_SPARQL_USER === "" ? "DTC_SPARQL_USER" : "DTC_SPARQL_PASSWORD";
+      ctx.addIssue({ code: "custom", path: [missing], message: "must be set too: credentials need both" });
+    }
+    if (env.DTC_SPARQL_USER !== "" && env.DTC_SPARQL_QUERY_URL === "") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["DTC_SPARQL_USER"],
+        message: "is for a remote SPARQL store: set DTC_SPARQL_QUERY_URL and DTC_SPARQL_UPDATE_URL too",
+      });
+    }
   });
+
+/** Never trimmed (spaces may be part of them) nor shown in error messages. */
+const SECRETS: ReadonlySet<string> = new Set<EnvName>(["DTC_SPARQL_PASSWORD"]);
 
 /** Reads and validates the configuration; throws ConfigError naming each bad variable and value. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const raw = Object.fromEntries(
-    Object.entries(ENVIRONMENT).map(([name, spec]) => [name, (env[name] ?? spec.default).trim()]),
+    Object.entries(ENVIRONMENT).map(([name, spec]) => {
+      const value = env[name] ?? spec.default;
+      return [name, SECRETS.has(name) ? value : value.trim()];
+    }),
   ) as Record<EnvName, string>;
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
     throw new ConfigError(
       parsed.error.issues.map((issue) => {
         const variable = String(issue.path[0] ?? "(environment)");
-        const value = raw[variable as EnvName];
-        return { variable, message: `${issue.message} (got ${JSON.stringify(value ?? "")})` };
+        const value = raw[variable as EnvName] ?? "";
+        const shown = SECRETS.has(variable) && value !== "" ? "(hidden)" : JSON.stringify(value);
+        return { variable, message: `${issue.message} (got ${shown})` };
       }),
     );
   }
@@ -128,7 +161,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     mqttUrl: v.DTC_MQTT_URL || undefined,
     mqttPort: v.DTC_MQTT_PORT,
     sparql: v.DTC_SPARQL_QUERY_URL
-      ? { queryUrl: v.DTC_SPARQL_QUERY_URL, updateUrl: v.DTC_SPARQL_UPDATE_URL }
+      ? {
+          queryUrl: v.DTC_SPARQL_QUERY_URL,
+          updateUrl: v.DTC_SPARQL_UPDATE_URL,
+          auth: v.DTC_SPARQL_USER ? { user: v.DTC_SPARQL_USER, password: v.DTC_SPARQL_PASSWORD } : undefined,
+        }
       : undefined,
     publicUrl: v.DTC_PUBLIC_URL ? v.DTC_PUBLIC_URL.replace(/\/+$/, "") : undefined,
     entanglementIntervalMs: v.DTC_ENTANGLEMENT_INTERVAL_MS,

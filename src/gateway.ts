@@ -3,9 +3,19 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { serve } from "@hono/node-server";
 import type { Config } from "./config.js";
+import { Directory } from "./directory/directory.js";
 import { EmbeddedStore } from "./directory/embedded-store.js";
+import { DirectoryEvents } from "./directory/events.js";
+import { mountJsonPathSearch } from "./directory/jsonpath-search.js";
+import { loadNamedQueries } from "./directory/named-queries.js";
+import { mountNotificationsApi } from "./directory/notifications-api.js";
+import { startPurge } from "./directory/purge.js";
+import { mountSearchApi } from "./directory/search-api.js";
+import { SparqlStore } from "./directory/sparql-store.js";
 import type { DirectoryStore } from "./directory/store.js";
 import { mountThingsApi } from "./directory/things-api.js";
+import { publishTwins, TwinStatusPublisher } from "./directory/twin-status.js";
+import { mountWellKnown } from "./directory/well-known.js";
 import { createApp } from "./http/app.js";
 import { mountTwinsProxy } from "./http/twins-proxy.js";
 import type { Logger } from "./logger.js";
@@ -20,8 +30,10 @@ export interface Gateway {
   /** The MQTT broker of the twins (embedded, or DTC_MQTT_URL). */
   brokerUrl: string;
   models: ThingModelRegistry;
-  /** The directory's store (embedded: SQLite record + Oxigraph index under DTC_DATA_DIR/directory). */
-  directory: DirectoryStore;
+  /** The Thing Description Directory (store: embedded under DTC_DATA_DIR/directory, or remote SPARQL). */
+  directory: Directory;
+  /** Twins' status graphs in the directory. */
+  twinStatus: TwinStatusPublisher;
   /** The twins running in this process, reachable at {url}/twins/{id}. */
   twins: TwinRuntime;
   close(): Promise<void>;
@@ -41,12 +53,28 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   }
   const brokerUrl = config.mqttUrl ?? (embedded as EmbeddedBroker).url;
 
-  // The remote SPARQL store adapter is not built yet: DTC_SPARQL_* are validated but not used.
-  const directory: DirectoryStore = new EmbeddedStore(join(config.dataDir, "directory"));
-  await directory.open();
+  // Stored but not searchable (e.g. a context not available offline): said, never silent.
+  const onIndexFailure = (id: string, message: string) =>
+    logger.warn({ td: id }, `directory: the TD is stored but not searchable: ${message}`);
+  const store: DirectoryStore = config.sparql
+    ? new SparqlStore({ ...config.sparql, onIndexFailure })
+    : new EmbeddedStore(join(config.dataDir, "directory"), { onIndexFailure });
+  await store.open();
+  const directory = new Directory(store);
+  const events = new DirectoryEvents();
+  directory.onChange((change) => events.publish(change));
+  const named = await loadNamedQueries();
+  const purge = startPurge({ directory, logger });
+  const twinStatus = new TwinStatusPublisher({ store, logger });
 
+  // Known once listening; the routes read it per request.
+  let publicBase = "";
   const app = createApp({ version: packageVersion, startedAt: Date.now(), logger });
-  mountThingsApi(app, { store: directory });
+  mountWellKnown(app, { baseUrl: () => publicBase });
+  mountThingsApi(app, { directory });
+  mountSearchApi(app, { store, named });
+  mountJsonPathSearch(app, { store });
+  mountNotificationsApi(app, { events });
   let twins: TwinRuntime | undefined;
   mountTwinsProxy(app, () => (twins as TwinRuntime).digital.httpListenUrl);
   const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host });
@@ -57,6 +85,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(":") ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
+  publicBase = config.publicUrl ?? url;
   const closeServer = () =>
     new Promise<void>((resolve, reject) => {
       server.close((err) => (err ? reject(err) : resolve()));
@@ -69,30 +98,39 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     twins = await TwinRuntime.start({
       registry: models,
       brokerUrl,
-      http: { port: 0, address: "127.0.0.1", baseUri: `${config.publicUrl ?? url}/twins` },
+      http: { port: 0, address: "127.0.0.1", baseUri: `${publicBase}/twins` },
       pushIntervalMs: config.entanglementIntervalMs,
       logger,
     });
   } catch (err) {
+    events.close();
     await closeServer();
     await embedded?.close();
-    await directory.close();
+    purge.stop();
+    twinStatus.close();
+    await store.close();
     throw err;
   }
   logger.info({ url, version: packageVersion, brokerUrl }, "dtc gateway listening");
 
   const runtime = twins;
+  publishTwins(runtime, directory, twinStatus, { placement: { platform: "InProcess" }, logger });
   return {
     url,
     brokerUrl,
     models,
     directory,
+    twinStatus,
     twins: runtime,
     close: async () => {
+      // Open event streams would hold the server's close open.
+      events.close();
       await closeServer();
+      purge.stop();
+      twinStatus.close();
       await runtime.close();
       await embedded?.close();
-      await directory.close();
+      await store.close();
     },
   };
 }

@@ -29,6 +29,8 @@ describe("configuration from the environment", () => {
       DTC_MQTT_PORT: "11883",
       DTC_SPARQL_QUERY_URL: "http://store:8890/sparql",
       DTC_SPARQL_UPDATE_URL: "http://store:8890/sparql-auth",
+      DTC_SPARQL_USER: "dtc",
+      DTC_SPARQL_PASSWORD: " pass word ",
       DTC_PUBLIC_URL: "https://dtc.example.org/",
       DTC_ENTANGLEMENT_INTERVAL_MS: "250",
       DTC_LOG_LEVEL: "debug",
@@ -41,7 +43,12 @@ describe("configuration from the environment", () => {
       dataDir: "/var/lib/dtc",
       mqttUrl: "mqtt://broker:1883",
       mqttPort: 11883,
-      sparql: { queryUrl: "http://store:8890/sparql", updateUrl: "http://store:8890/sparql-auth" },
+      sparql: {
+        queryUrl: "http://store:8890/sparql",
+        updateUrl: "http://store:8890/sparql-auth",
+        // A password is taken as given, spaces included.
+        auth: { user: "dtc", password: " pass word " },
+      },
       logLevel: "debug",
     });
   });
@@ -59,6 +66,26 @@ describe("configuration from the environment", () => {
   it("refuses URLs of the wrong kind", () => {
     expect(configError({ DTC_MQTT_URL: "http://broker" }).issues[0]?.message).toMatch(/mqtt, mqtts/);
     expect(configError({ DTC_MQTT_URL: "broker:1883" }).issues[0]?.variable).toBe("DTC_MQTT_URL");
+  });
+
+  it("takes SPARQL credentials only in full, for a remote store, and never shows the password", () => {
+    const store = {
+      DTC_SPARQL_QUERY_URL: "http://store/sparql",
+      DTC_SPARQL_UPDATE_URL: "http://store/sparql",
+    };
+    expect(loadConfig(store).sparql?.auth).toBeUndefined();
+    expect(configError({ ...store, DTC_SPARQL_USER: "dtc" }).issues).toEqual([
+      { variable: "DTC_SPARQL_PASSWORD", message: 'must be set too: credentials need both (got "")' },
+    ]);
+    const noUser = configError({ ...store, DTC_SPARQL_PASSWORD: "s3cret" });
+    expect(noUser.issues.map((i) => i.variable)).toEqual(["DTC_SPARQL_USER"]);
+    expect(noUser.message).not.toContain("s3cret");
+    expect(configError({ ...store, DTC_SPARQL_USER: "a:b", DTC_SPARQL_PASSWORD: "p" }).message).toContain(
+      'DTC_SPARQL_USER: must not contain a colon (got "a:b")',
+    );
+    expect(configError({ DTC_SPARQL_USER: "dtc", DTC_SPARQL_PASSWORD: "s3cret" }).message).toMatch(
+      /DTC_SPARQL_USER: is for a remote SPARQL store/,
+    );
   });
 
   it("needs both SPARQL endpoints or neither", () => {

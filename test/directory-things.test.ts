@@ -1,8 +1,10 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { EmbeddedStore } from "../src/directory/embedded-store.js";
+import { SparqlStore } from "../src/directory/sparql-store.js";
+import type { DirectoryStore } from "../src/directory/store.js";
 import { mergePatch, mountThingsApi } from "../src/directory/things-api.js";
 import { createApp } from "../src/http/app.js";
 import { createLogger } from "../src/logger.js";
@@ -10,6 +12,7 @@ import { instantiate } from "../src/wot/instantiate.js";
 import { DISCOVERY_CONTEXT_URL } from "../src/wot/jsonld-loader.js";
 import type { JsonObject } from "../src/wot/rdf.js";
 import { sample, sampleRegistry } from "./helpers.js";
+import { dropGraphs, startVirtuoso, type TestVirtuoso, virtuosoUnavailable } from "./virtuoso.js";
 
 let deviceTd: JsonObject;
 
@@ -30,9 +33,64 @@ const td = (id: string | undefined, title = "Thing"): JsonObject => {
   return copy;
 };
 
-describe("the Things API on the embedded store", () => {
-  let dir: string;
-  let store: EmbeddedStore;
+/** A store adapter under test: the same suite runs on each. */
+interface Adapter {
+  /** Why the adapter cannot run here (the engine is missing), or undefined. */
+  unavailable(): string | undefined;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** An opened store with no TDs. */
+  fresh(): Promise<DirectoryStore>;
+  /** Another opened store on the same data: a restart, or a second gateway on a remote store. */
+  reopen(): Promise<DirectoryStore>;
+}
+
+function embedded(): Adapter {
+  let dir = "";
+  const open = async (store: DirectoryStore) => {
+    await store.open();
+    return store;
+  };
+  return {
+    unavailable: () => undefined,
+    start: async () => {},
+    stop: async () => {},
+    fresh: () => {
+      dir = mkdtempSync(join(tmpdir(), "dtc-dir-"));
+      return open(new EmbeddedStore(dir));
+    },
+    reopen: () => open(new EmbeddedStore(dir)),
+  };
+}
+
+/** A SparqlStore on a private Virtuoso (one per file); each test starts from no graphs. */
+function remote(): Adapter {
+  let server: TestVirtuoso;
+  const open = async () => {
+    const store = new SparqlStore({ queryUrl: server.queryUrl, updateUrl: server.updateUrl });
+    await store.open();
+    return store;
+  };
+  return {
+    unavailable: virtuosoUnavailable,
+    start: async () => {
+      server = await startVirtuoso();
+    },
+    stop: () => server?.stop(),
+    fresh: async () => {
+      await dropGraphs(server);
+      return open();
+    },
+    reopen: open,
+  };
+}
+
+describe.each([
+  ["embedded", embedded()],
+  ["remote SPARQL (Virtuoso)", remote()],
+] as const)("the Things API on the %s store", (_name, adapter) => {
+  const skip = adapter.unavailable();
+  let store: DirectoryStore;
   let app: ReturnType<typeof createApp>;
   let clock = Date.UTC(2026, 0, 1);
 
@@ -43,14 +101,22 @@ describe("the Things API on the embedded store", () => {
       body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
     });
 
-  beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), "dtc-dir-"));
-    store = new EmbeddedStore(dir);
-    await store.open();
+  beforeAll(async () => {
+    if (!skip) await adapter.start();
+  });
+  afterAll(async () => {
+    if (!skip) await adapter.stop();
+  });
+
+  beforeEach(async (ctx) => {
+    if (skip) ctx.skip(skip);
+    store = await adapter.fresh();
     app = createApp({ version: "test", startedAt: 0, logger: createLogger("silent") });
     mountThingsApi(app, { store, now: () => clock, maxLimit: 3 });
   });
-  afterEach(() => store.close());
+  afterEach(async () => {
+    await store?.close();
+  });
 
   it("creates with PUT (201), replaces (204), and serves the TD enriched with registration information", async () => {
     const id = "urn:dtc:twin:d1";
@@ -140,6 +206,9 @@ describe("the Things API on the embedded store", () => {
       ["PUT", "/things/urn:x:1", td("urn:x:other")],
       ["PUT", "/things/urn:x:1", td("urn:x:1"), "text/plain"],
       ["PUT", "/things/urn:dtc:status:x", td("urn:dtc:status:x")],
+      ["PUT", "/things/urn:dtc:directory:records", td("urn:dtc:directory:records")],
+      ["PUT", "/things/urn:x:%25zz", td("urn:x:%zz")],
+      ["PUT", "/things/urn:x:a%5Bb%5D", td("urn:x:a[b]")],
     ];
     let deep: unknown = {};
     for (let i = 0; i < 200; i++) deep = { a: deep };
@@ -171,8 +240,7 @@ describe("the Things API on the embedded store", () => {
       store.query(`ASK { GRAPH <${id}> { ?s ?p ?o } }`, "application/sparql-results+json");
     expect(JSON.parse((await ask("urn:r:19")).body)).toEqual({ head: {}, boolean: true });
     await store.close();
-    const reopened = new EmbeddedStore(dir);
-    await reopened.open();
+    const reopened = await adapter.reopen();
     expect(await reopened.count()).toBe(19);
     const titles = await reopened.query(
       "SELECT (COUNT(DISTINCT ?t) AS ?n) WHERE { ?t a <https://www.w3.org/2019/wot/td#Thing> }",
@@ -186,7 +254,6 @@ describe("the Things API on the embedded store", () => {
       ).boolean,
     ).toBe(false);
     await reopened.close();
-    store = new EmbeddedStore(dir);
-    await store.open();
+    store = await adapter.reopen();
   });
 });

@@ -83,6 +83,62 @@ describe("gateway (in-process)", () => {
       await gateway.twins.remove("gw1");
     }
   });
+
+  it("publishes its twins to the directory with their status: found by a named query while Entangled, gone once removed", async () => {
+    const sim = new IiotDeviceSimulator({ id: "dir1", brokerUrl: gateway.brokerUrl, rate: 10 });
+    await sim.start();
+    const twin = await gateway.twins.create({
+      id: "dir1",
+      schema: sample("iiot-device.tm.jsonld"),
+      placeholders: { DEVICE_ID: "dir1" },
+      fidelity: { expectedUpdateRate: 10, odteWindow: 2, desiredTimeliness: 50 },
+    });
+    const tdUrl = `${gateway.url}/things/${encodeURIComponent("urn:dtc:twin:dir1")}`;
+    const entangled = `${gateway.url}/search/named/twins-by-entanglement?minOdte=0.9&state=Entangled`;
+    const things = async (url: string) =>
+      (
+        (await (await fetch(url)).json()) as { results: { bindings: { thing: { value: string } }[] } }
+      ).results.bindings.map((b) => b.thing.value);
+    try {
+      await waitFor("the twin's TD in the directory", async () => (await fetch(tdUrl)).status === 200);
+      const td = (await (await fetch(tdUrl)).json()) as { properties: Record<string, unknown> };
+      expect(Object.keys(td.properties)).toContain("entanglement");
+      await waitFor("Entangled", () => twin.lifecycleState === "Entangled");
+      await waitFor("the twin found by twins-by-entanglement", async () =>
+        (await things(entangled)).includes("urn:dtc:twin:dir1"),
+      );
+      expect(await things(`${gateway.url}/search/named/twins-by-node?platform=in-process`)).toContain(
+        "urn:dtc:twin:dir1",
+      );
+      // The PT goes quiet: the status graph follows the twin out of Entangled.
+      await sim.stop();
+      await waitFor(
+        "the twin gone from the Entangled ones",
+        async () => !(await things(entangled)).includes("urn:dtc:twin:dir1"),
+        15_000,
+      );
+    } finally {
+      await sim.stop();
+      await gateway.twins.remove("dir1");
+    }
+    await waitFor("the TD removed from the directory", async () => (await fetch(tdUrl)).status === 404);
+    expect(await things(`${gateway.url}/search/named/twins-by-lifecycle?state=Unbound`)).not.toContain(
+      "urn:dtc:twin:dir1",
+    );
+  });
+
+  it("lets browsers call it from other origins (CORS), for the directory and for twins alike", async () => {
+    const preflight = await fetch(`${gateway.url}/things/urn:x:1`, {
+      method: "OPTIONS",
+      headers: { Origin: "http://app.example", "Access-Control-Request-Method": "PUT" },
+    });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get("access-control-allow-origin")).toBe("*");
+    expect(preflight.headers.get("access-control-allow-methods")).toContain("PUT");
+    const list = await fetch(`${gateway.url}/things`, { headers: { Origin: "http://app.example" } });
+    expect(list.headers.get("access-control-allow-origin")).toBe("*");
+    expect(list.headers.get("access-control-expose-headers")).toContain("Link");
+  });
 });
 
 describe("gateway shutdown", () => {
@@ -99,7 +155,7 @@ describe("gateway shutdown", () => {
     });
     // No PT: these observations wait for a change that never comes, one through the gateway, one
     // straight at node-wot's server (as a consumer in the same host may).
-    const polls = [gateway.url + "/twins", gateway.twins.digital.httpListenUrl].map((base) =>
+    const polls = [`${gateway.url}/twins`, gateway.twins.digital.httpListenUrl].map((base) =>
       fetch(`${base}/idle/properties/lifecycleState/observable`).catch((err) => err),
     );
     await waitFor("the long poll to reach the twin", async () => {

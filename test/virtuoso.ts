@@ -27,6 +27,19 @@ import { freePort } from "./brokers.js";
  * - SELECT and CONSTRUCT results are cut at 10000 rows/triples ([SPARQL] ResultSetMaxRows) with 200 OK;
  *   SELECT adds `X-SPARQL-MaxRows: 10000`. Page with ORDER BY + LIMIT/OFFSET.
  * - JSON results use SPARQL 1.0 `"type": "typed-literal"`, and `"x"^^xsd:string` stays distinct from "x".
+ * - Queries: a form POST `timeout=` (ms) makes Virtuoso stop at the next whole 2 s past it and answer 200
+ *   with what it has and `X-SQL-State: S1TAT` (partial results, not an error status). ORDER BY windows
+ *   past ResultSetMaxRows fail (500, SR353 "Sorted TOP clause"): `ORDER BY ?x LIMIT 5 OFFSET 9998`.
+ * - `FILTER (?s > "x")` on plain literals gives wrong answers when Virtuoso scans its index for it
+ *   ("urn:t:Q" > "urn:t:a-b", "urn:t:b" not); `FILTER (STR(?s) > "x")` is right. ORDER BY on strings is
+ *   UTF-8 byte (code point) order.
+ * - A plain literal whose text is an IRI elsewhere in the same update request may be stored as that IRI
+ *   (`<g> ... ; INSERT DATA { <r> <p> "urn:t:Z" }` next to `GRAPH <urn:t:Z>`); `"..."^^xsd:string` is not.
+ * - `define input:default-graph-exclude` / `named-graph-exclude` give wrong answers (`COUNT(*)` of an
+ *   empty graph is 1, `ASK { GRAPH <empty> { ?s ?p ?o } }` true).
+ * - Each operation of a multi-operation update request commits on its own: a later failing one leaves
+ *   the earlier ones done. Doubles come back with 6 significant digits (1/3 is "0.333333").
+ * - `/sparql-auth` takes HTTP Digest only (not Basic); dba (password dba here) may query and update.
  */
 export interface TestVirtuoso {
   /** SPARQL 1.1 Query endpoint (GET `?query=`, or form POST). */
@@ -286,4 +299,32 @@ export async function startVirtuoso(): Promise<TestVirtuoso> {
       return stopping;
     },
   };
+}
+
+/**
+ * Drops every graph whose IRI starts with `prefix`: the tests' data, between tests (Virtuoso's own
+ * graphs have http: IRIs; `CLEAR ALL` would drop them too and break the server).
+ */
+export async function dropGraphs(server: TestVirtuoso, prefix = "urn:"): Promise<void> {
+  const query = `SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } FILTER (STRSTARTS(STR(?g), ${JSON.stringify(prefix)})) }`;
+  const res = await fetch(server.queryUrl, {
+    method: "POST",
+    headers: { accept: "application/sparql-results+json" },
+    body: new URLSearchParams({ query }),
+  });
+  if (!res.ok) throw new Error(`listing graphs: ${res.status} ${await res.text()}`);
+  const graphs = ((await res.json()) as { results: { bindings: { g: { value: string } }[] } }).results
+    .bindings;
+  for (let i = 0; i < graphs.length; i += 100) {
+    const update = graphs
+      .slice(i, i + 100)
+      .map((b) => `DROP SILENT GRAPH <${b.g.value}>`)
+      .join(" ;\n");
+    const dropped = await fetch(server.updateUrl, {
+      method: "POST",
+      headers: { "content-type": "application/sparql-update; charset=UTF-8" },
+      body: update,
+    });
+    if (!dropped.ok) throw new Error(`dropping graphs: ${dropped.status} ${await dropped.text()}`);
+  }
 }

@@ -1,33 +1,33 @@
 import type { Logger } from "../logger.js";
-import type { ThingChange } from "./events.js";
-import type { DirectoryStore } from "./store.js";
+import type { Directory } from "./directory.js";
 
 export interface PurgeOptions {
-  store: DirectoryStore;
+  directory: Directory;
   /** How often to look for expired TDs, ms (default 60 s). */
   intervalMs?: number;
-  now?: () => number;
-  onChange?: (change: ThingChange) => void;
   logger?: Logger;
 }
 
+export interface Purge {
+  /** Deletes what expired now; resolves with how many TDs it deleted. */
+  purge(): Promise<number>;
+  stop(): void;
+}
+
 /**
- * Deletes TDs whose registration expired (WoT Discovery: a directory removes expired TDs), with a
- * `thing_deleted` notification for each. Returns a function that stops it.
+ * Deletes TDs whose registration expired (WoT Discovery: servers periodically purge them), each
+ * with its `thing_deleted` notification.
  */
-export function startPurge(options: PurgeOptions): { purge(): Promise<number>; stop(): void } {
-  const now = options.now ?? Date.now;
+export function startPurge(options: PurgeOptions): Purge {
+  const { directory } = options;
   let running: Promise<number> | undefined;
   const purge = (): Promise<number> => {
     // One pass at a time: a slow store must not pile passes up.
     running ??= (async () => {
       let removed = 0;
       try {
-        for (const id of await options.store.expired(now())) {
-          if (await options.store.delete(id)) {
-            removed++;
-            options.onChange?.({ type: "thing_deleted", id });
-          }
+        for (const id of await directory.store.expired(directory.now())) {
+          if (await directory.delete(id)) removed++;
         }
         if (removed > 0) options.logger?.info({ removed }, "expired Thing Descriptions purged");
       } catch (err) {

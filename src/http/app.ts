@@ -1,4 +1,5 @@
 import { Hono } from "hono";
+import { cors } from "hono/cors";
 import { HTTPException } from "hono/http-exception";
 import type { Logger } from "../logger.js";
 import { ValidationError } from "../wot/validation.js";
@@ -8,11 +9,25 @@ export interface AppOptions {
   version: string;
   startedAt: number;
   logger: Logger;
+  /** Origins browsers may call the API from (CORS); default any ("*"). */
+  corsOrigins?: string[];
 }
 
 /** The gateway's Hono app. Each area (directory, manager, twins) mounts its routes here. */
-export function createApp({ version, startedAt, logger }: AppOptions): Hono {
+export function createApp({ version, startedAt, logger, corsOrigins }: AppOptions): Hono {
   const app = new Hono();
+
+  // Browser consumers (WoT clients in web pages) read TDs, search and follow events from any origin
+  // by default; the headers they need to page and to find created TDs are exposed.
+  app.use(
+    "*",
+    cors({
+      origin: corsOrigins === undefined || corsOrigins.includes("*") ? "*" : corsOrigins,
+      allowMethods: ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"],
+      exposeHeaders: ["Link", "Location", "Content-Type", "ETag"],
+      maxAge: 600,
+    }),
+  );
 
   app.get("/healthz", (c) =>
     c.json({

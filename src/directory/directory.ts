@@ -1,0 +1,171 @@
+import { randomUUID } from "node:crypto";
+import oxigraph from "oxigraph";
+import type { JsonObject } from "../wot/rdf.js";
+import { isObject } from "../wot/thing-model.js";
+import { ValidationError, validateThingDescription } from "../wot/validation.js";
+import type { ThingChange } from "./events.js";
+import { type DirectoryStore, type Registration, STATUS_GRAPH_PREFIX, type StoredThing } from "./store.js";
+
+/**
+ * The directory's write rules, shared by the Things API and the gateway's own registrations (twins'
+ * TDs): ids, validation, registration information, expiry, and a change notification after each
+ * acknowledged write. Storage is the store port's; HTTP shapes are the Things API's.
+ */
+
+/** A write the directory refuses: `status` is the HTTP status it maps to. */
+export class DirectoryError extends Error {
+  readonly status: 400 | 404;
+  constructor(status: 400 | 404, message: string) {
+    super(message);
+    this.name = "DirectoryError";
+    this.status = status;
+  }
+}
+
+/**
+ * Ids are absolute IRIs (RFC 3987), as Oxigraph's parser checks them: an id names the TD's graph,
+ * so one that is not a valid IRI could not be searched.
+ */
+export function isIri(id: string): boolean {
+  if (!/^[A-Za-z][A-Za-z0-9+.-]*:/.test(id)) return false;
+  try {
+    oxigraph.namedNode(id);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Ids the directory keeps for itself: twins' status graphs, the remote store's records. */
+export const RESERVED_ID_PREFIXES = [STATUS_GRAPH_PREFIX, "urn:dtc:directory:"];
+
+/** RFC 7396 JSON Merge Patch. */
+export function mergePatch(target: unknown, patch: unknown): unknown {
+  if (!isObject(patch)) return patch;
+  const out: JsonObject = isObject(target) ? { ...target } : {};
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) delete out[key];
+    else out[key] = mergePatch(out[key], value);
+  }
+  return out;
+}
+
+export interface DirectoryOptions {
+  now?: () => number;
+  /** Called after each acknowledged create, update and delete (notifications). */
+  onChange?: (change: ThingChange) => void;
+}
+
+export class Directory {
+  readonly store: DirectoryStore;
+  readonly #now: () => number;
+  readonly #listeners = new Set<(change: ThingChange) => void>();
+
+  constructor(store: DirectoryStore, options: DirectoryOptions = {}) {
+    this.store = store;
+    this.#now = options.now ?? Date.now;
+    if (options.onChange) this.#listeners.add(options.onChange);
+  }
+
+  now(): number {
+    return this.#now();
+  }
+
+  /** Calls `listener` after every acknowledged change; returns a function that stops it. */
+  onChange(listener: (change: ThingChange) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #changed(change: ThingChange): void {
+    for (const listener of this.#listeners) listener(change);
+  }
+
+  /** Validates a TD and works out its registration information; throws ValidationError. */
+  #prepare(td: JsonObject, previous: StoredThing | undefined): StoredThing {
+    const { registration: given, ...plain } = td;
+    const result = validateThingDescription(td);
+    if (!result.valid) throw new ValidationError("Thing Description", result.errors);
+    const at = this.#now();
+    const registration: Registration = {
+      created: previous?.registration.created ?? new Date(at).toISOString(),
+      modified: new Date(at).toISOString(),
+    };
+    if (isObject(given)) {
+      // WoT Discovery: with a ttl, the server computes expires and ignores the client's.
+      if (typeof given.ttl === "number" && given.ttl > 0) {
+        registration.ttl = given.ttl;
+        registration.expires = new Date(at + given.ttl * 1000).toISOString();
+      } else if (typeof given.expires === "string" && !Number.isNaN(Date.parse(given.expires))) {
+        registration.expires = new Date(Date.parse(given.expires)).toISOString();
+      }
+    }
+    // The discovery context is the directory's to add; store the TD as the client sent it otherwise.
+    return { id: td.id as string, td: plain, registration };
+  }
+
+  #checkId(id: string): void {
+    if (!isIri(id)) throw new DirectoryError(400, `the id ${JSON.stringify(id)} is not an absolute IRI`);
+    // A TD named like a status graph would pass for one; one named like a record could erase them.
+    const reserved = RESERVED_ID_PREFIXES.find((prefix) => id.startsWith(prefix));
+    if (reserved) throw new DirectoryError(400, `ids under ${reserved} are reserved`);
+  }
+
+  /** Creates or replaces the TD with id `id`. */
+  async put(id: string, td: unknown): Promise<{ created: boolean; thing: StoredThing }> {
+    this.#checkId(id);
+    if (!isObject(td)) throw new DirectoryError(400, "the body is not a JSON object (a Thing Description)");
+    if (td.id !== undefined && td.id !== id) {
+      throw new DirectoryError(
+        400,
+        `the TD's id ${JSON.stringify(td.id)} differs from the id in the URL ${id}`,
+      );
+    }
+    const previous = await this.store.get(id);
+    const thing = this.#prepare({ ...td, id }, previous);
+    const { created } = await this.store.put(thing);
+    this.#changed(
+      created ? { type: "thing_created", thing } : { type: "thing_updated", thing, previous: previous?.td },
+    );
+    return { created, thing };
+  }
+
+  /** Registers an anonymous TD under a new `urn:uuid:` id (UUID v4, as WoT Discovery recommends). */
+  async create(td: unknown): Promise<StoredThing> {
+    if (!isObject(td)) throw new DirectoryError(400, "the body is not a JSON object (a Thing Description)");
+    if (td.id !== undefined) {
+      throw new DirectoryError(
+        400,
+        "POST /things registers anonymous TDs: this one has an id, PUT it to /things/{id}",
+      );
+    }
+    const thing = this.#prepare({ ...td, id: `urn:uuid:${randomUUID()}` }, undefined);
+    await this.store.put(thing);
+    this.#changed({ type: "thing_created", thing });
+    return thing;
+  }
+
+  /** Applies an RFC 7396 merge patch to the TD with id `id`. */
+  async patch(id: string, patch: unknown): Promise<StoredThing> {
+    if (!isObject(patch)) throw new DirectoryError(400, "a merge patch of a TD must be a JSON object");
+    const previous = await this.store.get(id);
+    if (!previous) throw new DirectoryError(404, `no Thing Description with id ${id}`);
+    const patched = mergePatch(previous.td, patch) as JsonObject;
+    if (patched.id !== id) throw new DirectoryError(400, "a patch must not change the TD's id");
+    const thing = this.#prepare(patched, previous);
+    await this.store.put(thing);
+    this.#changed({ type: "thing_updated", thing, previous: previous.td });
+    return thing;
+  }
+
+  /** Deletes the TD with id `id`; false when there was none. */
+  async delete(id: string): Promise<boolean> {
+    if (!(await this.store.delete(id))) return false;
+    this.#changed({ type: "thing_deleted", id });
+    return true;
+  }
+
+  get(id: string): Promise<StoredThing | undefined> {
+    return this.store.get(id);
+  }
+}

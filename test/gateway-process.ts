@@ -1,0 +1,53 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { join } from "node:path";
+import { projectRoot } from "../src/paths.js";
+
+/** The built entry point, as `npm start` runs it (`npm test` and `npm run bench` build first). */
+export const gatewayMain = join(projectRoot, "dist/src/main.js");
+
+export interface GatewayProcess {
+  child: ChildProcess;
+  /** The URL from the "dtc gateway listening" log line. */
+  url: string;
+  /** ms from spawn to that line. */
+  readyMs: number;
+  /** SIGTERM, and resolves once it exited. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `node dist/src/main.js` with `env` over a clean environment (any free HTTP and MQTT port
+ * unless given) and resolves once it listens. stderr is passed through.
+ */
+export async function startGatewayProcess(env: Record<string, string>): Promise<GatewayProcess> {
+  const started = performance.now();
+  const child = spawn(process.execPath, [gatewayMain], {
+    env: { PATH: process.env.PATH ?? "", DTC_PORT: "0", DTC_MQTT_PORT: "0", ...env },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    let buffer = "";
+    child.once("exit", (code, signal) =>
+      reject(new Error(`the gateway exited (${code ?? signal}) before listening`)),
+    );
+    child.stdout?.on("data", (chunk: Buffer) => {
+      buffer += chunk.toString();
+      const line = buffer.split("\n").find((l) => l.includes('"dtc gateway listening"'));
+      if (line) resolve((JSON.parse(line) as { url: string }).url);
+      // Only the start matters; keep reading (a full pipe would stall the gateway) but not keeping.
+      if (buffer.length > 1e6) buffer = buffer.slice(-1e4);
+    });
+  });
+  return {
+    child,
+    url,
+    readyMs: performance.now() - started,
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = once(child, "exit");
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
