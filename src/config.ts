@@ -24,6 +24,21 @@ export interface Config {
   publicUrl: string | undefined;
   /** How often twins evaluate entanglement and push it to consumers, ms. */
   entanglementIntervalMs: number;
+  /** The directory's limits and timers. */
+  directory: {
+    /** Longest a search query may run, ms. */
+    searchTimeoutMs: number;
+    /** Most results a search returns. */
+    searchMaxResults: number;
+    /** Largest request body, bytes. */
+    maxBodyBytes: number;
+    /** Shortest time between two entanglement writes of a twin's status graph, ms. */
+    statusIntervalMs: number;
+    /** How often expired TDs are purged, ms. */
+    purgeIntervalMs: number;
+  };
+  /** Origins browsers may call the API from; ["*"] = any. */
+  corsOrigins: string[];
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 }
 
@@ -58,6 +73,30 @@ export const ENVIRONMENT = {
     default: "1000",
     doc: "How often each twin evaluates its entanglement (ODTE) and pushes it to observers, ms (50-60000).",
   },
+  DTC_SEARCH_TIMEOUT_MS: {
+    default: "5000",
+    doc: "Longest a directory search (SPARQL, JSONPath) may run before it is stopped with a 400, ms (10-600000).",
+  },
+  DTC_SEARCH_MAX_RESULTS: {
+    default: "10000",
+    doc: "Most solutions a SPARQL search returns: a larger or missing LIMIT is lowered to it (1-1000000).",
+  },
+  DTC_MAX_BODY_BYTES: {
+    default: "1048576",
+    doc: "Largest request body the directory accepts (a TD, a patch); larger ones get 413 (1024-104857600).",
+  },
+  DTC_STATUS_INTERVAL_MS: {
+    default: "5000",
+    doc: "Shortest time between two writes of a twin's entanglement figures to its status graph, ms; lifecycle changes are written at once (100-3600000).",
+  },
+  DTC_PURGE_INTERVAL_MS: {
+    default: "60000",
+    doc: "How often TDs past their registration expiry are deleted, ms (1000-86400000).",
+  },
+  DTC_CORS_ORIGINS: {
+    default: "*",
+    doc: "Comma-separated origins browsers may call the API from (e.g. https://app.example); * = any.",
+  },
   DTC_LOG_LEVEL: { default: "info", doc: "fatal, error, warn, info, debug, trace or silent." },
 } as const;
 
@@ -89,6 +128,28 @@ const urlWithScheme = (schemes: string[]) =>
       `must use one of the schemes ${schemes.join(", ")}`,
     );
 
+/** A whole number in [min, max], named with its unit in errors. */
+const wholeNumber = (min: number, max: number, unit: string) =>
+  z
+    .string()
+    .regex(/^\d+$/, `must be a whole number of ${unit}`)
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, `must be between ${min} and ${max} ${unit}`);
+
+const origins = z
+  .string()
+  .transform((s) =>
+    s
+      .split(",")
+      .map((o) => o.trim())
+      .filter((o) => o !== ""),
+  )
+  .refine((list) => list.length > 0, "must name at least one origin, or *")
+  .refine(
+    (list) => list.every((o) => o === "*" || (URL.canParse(o) && new URL(o).origin === o)),
+    "must be * or origins like https://app.example (scheme, host and port only)",
+  );
+
 const schema = z
   .object({
     DTC_PORT: port(""),
@@ -107,6 +168,12 @@ const schema = z
       .regex(/^\d+$/, "must be a whole number of milliseconds")
       .transform(Number)
       .refine((n) => n >= 50 && n <= 60_000, "must be between 50 and 60000 ms"),
+    DTC_SEARCH_TIMEOUT_MS: wholeNumber(10, 600_000, "ms"),
+    DTC_SEARCH_MAX_RESULTS: wholeNumber(1, 1_000_000, "results"),
+    DTC_MAX_BODY_BYTES: wholeNumber(1024, 100 * 1024 * 1024, "bytes"),
+    DTC_STATUS_INTERVAL_MS: wholeNumber(100, 3_600_000, "ms"),
+    DTC_PURGE_INTERVAL_MS: wholeNumber(1000, 86_400_000, "ms"),
+    DTC_CORS_ORIGINS: origins,
     DTC_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
   })
   .superRefine((env, ctx) => {
@@ -169,6 +236,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       : undefined,
     publicUrl: v.DTC_PUBLIC_URL ? v.DTC_PUBLIC_URL.replace(/\/+$/, "") : undefined,
     entanglementIntervalMs: v.DTC_ENTANGLEMENT_INTERVAL_MS,
+    directory: {
+      searchTimeoutMs: v.DTC_SEARCH_TIMEOUT_MS,
+      searchMaxResults: v.DTC_SEARCH_MAX_RESULTS,
+      maxBodyBytes: v.DTC_MAX_BODY_BYTES,
+      statusIntervalMs: v.DTC_STATUS_INTERVAL_MS,
+      purgeIntervalMs: v.DTC_PURGE_INTERVAL_MS,
+    },
+    corsOrigins: v.DTC_CORS_ORIGINS,
     logLevel: v.DTC_LOG_LEVEL,
   };
 }

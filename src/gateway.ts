@@ -64,16 +64,27 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   const events = new DirectoryEvents();
   directory.onChange((change) => events.publish(change));
   const named = await loadNamedQueries();
-  const purge = startPurge({ directory, logger });
-  const twinStatus = new TwinStatusPublisher({ store, logger });
+  const limits = config.directory;
+  const purge = startPurge({ directory, intervalMs: limits.purgeIntervalMs, logger });
+  const twinStatus = new TwinStatusPublisher({ store, intervalMs: limits.statusIntervalMs, logger });
 
   // Known once listening; the routes read it per request.
   let publicBase = "";
-  const app = createApp({ version: packageVersion, startedAt: Date.now(), logger });
+  const app = createApp({
+    version: packageVersion,
+    startedAt: Date.now(),
+    logger,
+    corsOrigins: config.corsOrigins,
+  });
   mountWellKnown(app, { baseUrl: () => publicBase });
-  mountThingsApi(app, { directory });
-  mountSearchApi(app, { store, named });
-  mountJsonPathSearch(app, { store });
+  mountThingsApi(app, { directory, maxBodyBytes: limits.maxBodyBytes });
+  mountSearchApi(app, {
+    store,
+    named,
+    timeoutMs: limits.searchTimeoutMs,
+    maxResults: limits.searchMaxResults,
+  });
+  mountJsonPathSearch(app, { store, timeoutMs: limits.searchTimeoutMs });
   mountNotificationsApi(app, { events });
   let twins: TwinRuntime | undefined;
   mountTwinsProxy(app, () => (twins as TwinRuntime).digital.httpListenUrl);

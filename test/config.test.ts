@@ -16,6 +16,14 @@ describe("configuration from the environment", () => {
       sparql: undefined,
       publicUrl: undefined,
       entanglementIntervalMs: 1000,
+      directory: {
+        searchTimeoutMs: 5000,
+        searchMaxResults: 10000,
+        maxBodyBytes: 1048576,
+        statusIntervalMs: 5000,
+        purgeIntervalMs: 60000,
+      },
+      corsOrigins: ["*"],
       logLevel: "info",
     });
   });
@@ -33,6 +41,12 @@ describe("configuration from the environment", () => {
       DTC_SPARQL_PASSWORD: " pass word ",
       DTC_PUBLIC_URL: "https://dtc.example.org/",
       DTC_ENTANGLEMENT_INTERVAL_MS: "250",
+      DTC_SEARCH_TIMEOUT_MS: "2000",
+      DTC_SEARCH_MAX_RESULTS: "500",
+      DTC_MAX_BODY_BYTES: "65536",
+      DTC_STATUS_INTERVAL_MS: "1000",
+      DTC_PURGE_INTERVAL_MS: "10000",
+      DTC_CORS_ORIGINS: "https://app.example, http://localhost:5173",
       DTC_LOG_LEVEL: "debug",
     });
     expect(config).toMatchObject({
@@ -49,6 +63,14 @@ describe("configuration from the environment", () => {
         // A password is taken as given, spaces included.
         auth: { user: "dtc", password: " pass word " },
       },
+      directory: {
+        searchTimeoutMs: 2000,
+        searchMaxResults: 500,
+        maxBodyBytes: 65536,
+        statusIntervalMs: 1000,
+        purgeIntervalMs: 10000,
+      },
+      corsOrigins: ["https://app.example", "http://localhost:5173"],
       logLevel: "debug",
     });
   });
@@ -61,6 +83,17 @@ describe("configuration from the environment", () => {
     expect(configError({ DTC_ENTANGLEMENT_INTERVAL_MS: "10" }).message).toContain(
       'DTC_ENTANGLEMENT_INTERVAL_MS: must be between 50 and 60000 ms (got "10")',
     );
+  });
+
+  it("refuses directory limits out of range and CORS origins that are not origins", () => {
+    expect(configError({ DTC_SEARCH_TIMEOUT_MS: "0" }).message).toContain(
+      'DTC_SEARCH_TIMEOUT_MS: must be between 10 and 600000 ms (got "0")',
+    );
+    expect(configError({ DTC_MAX_BODY_BYTES: "1MB" }).message).toContain("must be a whole number of bytes");
+    expect(configError({ DTC_CORS_ORIGINS: "https://app.example/path" }).issues[0]?.variable).toBe(
+      "DTC_CORS_ORIGINS",
+    );
+    expect(configError({ DTC_CORS_ORIGINS: " , " }).message).toContain("at least one origin");
   });
 
   it("refuses URLs of the wrong kind", () => {
