@@ -224,6 +224,31 @@ describe.each([
     expect(await invalid.json()).toMatchObject({ validationErrors: [{ field: "title" }] });
   });
 
+  it("keeps text beyond ASCII, quotes, backslashes and controls exactly as registered, and searchable", async () => {
+    const texts = [
+      "Gerät — Température",
+      "温度 𝔸 😀 👩‍👩‍👧",
+      "e\u0301 a\u030a \ufeff\uffff",
+      `say "hi" \\ back\\slash ''' """ \\u0041 \\n`,
+      "tab\tnewline\ncr\r end",
+    ];
+    for (const [i, text] of texts.entries()) {
+      const id = `urn:x:text:${i}`;
+      const extension = { [`x-${i}`]: { [text]: text } };
+      expect((await request("PUT", `/things/${id}`, { ...td(id, text), ...extension })).status).toBe(201);
+      const res = await request("GET", `/things/${id}`);
+      const body = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(await res.arrayBuffer()));
+      expect(body).toMatchObject({ title: text, ...extension });
+      const titles = await store.query(
+        `SELECT ?title WHERE { GRAPH <${id}> { <${id}> <https://www.w3.org/2019/wot/td#title> ?title } }`,
+        "application/sparql-results+json",
+      );
+      expect(
+        JSON.parse(titles.body).results.bindings.map((b: { title: { value: string } }) => b.title.value),
+      ).toEqual([text]);
+    }
+  });
+
   it("expires TDs registered with a ttl", async () => {
     await request("PUT", "/things/urn:x:ttl", { ...td("urn:x:ttl"), registration: { ttl: 60 } });
     const body = (await (await request("GET", "/things/urn:x:ttl")).json()) as { registration: JsonObject };

@@ -50,6 +50,21 @@ export function mergePatch(target: unknown, patch: unknown): unknown {
   return out;
 }
 
+/**
+ * Epoch ms of an RFC 3339 date-time (the schema checked its syntax). JavaScript dates have no leap
+ * seconds: 23:59:60 is read as the second after 23:59:59, the same instant in UTC-smeared time.
+ */
+function expiryOf(dateTime: string): number {
+  const parsed = Date.parse(dateTime);
+  if (!Number.isNaN(parsed)) return parsed;
+  const leap = Date.parse(dateTime.replace(/(T\d{2}:\d{2}:)60/i, "$159"));
+  if (!Number.isNaN(leap)) return leap + 1000;
+  throw new DirectoryError(
+    400,
+    `registration.expires ${JSON.stringify(dateTime)} is not a date-time this directory can read`,
+  );
+}
+
 export interface DirectoryOptions {
   now?: () => number;
   /** Called after each acknowledged create, update and delete (notifications). */
@@ -96,8 +111,8 @@ export class Directory {
       if (typeof given.ttl === "number" && given.ttl > 0) {
         registration.ttl = given.ttl;
         registration.expires = new Date(at + given.ttl * 1000).toISOString();
-      } else if (typeof given.expires === "string" && !Number.isNaN(Date.parse(given.expires))) {
-        registration.expires = new Date(Date.parse(given.expires)).toISOString();
+      } else if (typeof given.expires === "string") {
+        registration.expires = new Date(expiryOf(given.expires)).toISOString();
       }
     }
     // The discovery context is the directory's to add; store the TD as the client sent it otherwise.

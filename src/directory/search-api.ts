@@ -142,6 +142,9 @@ export function mountSearchApi(app: Hono, options: SearchApiOptions): void {
       if (text.trim() === "") return badRequest(c, "the request body holds no query");
       return run(c, text);
     }
+    if (type === "application/sparql-update") {
+      return badRequest(c, "SPARQL updates are not accepted here: the directory is written through /things");
+    }
     if (type === FORM) {
       const form = new URLSearchParams(await c.req.text());
       if (form.has("update"))
