@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -185,38 +185,43 @@ describe("the embedded store", () => {
     expect([...store.indexFailures().keys()]).toEqual([statusGraph("urn:bad:2")]);
   });
 
-  it("reloads the index at restart from the cached N-Quads, converting what a crash left out", async () => {
-    const record = new Database(join(dir, "directory.sqlite"));
+  it("reloads the index at restart from its N-Quads cache, converting what the cache lacks", async () => {
+    const ids = range(30, "urn:rs:");
+    for (const id of ids) await store.put(thing(id));
+    await store.put(thing("urn:rs:1", "Second"));
+    await store.delete("urn:rs:0");
+    // Once indexed, every conversion is in the cache (close() does not wait for indexing).
+    await store.indexed();
+    await store.close();
+    const cache = new Database(join(dir, "index-cache.sqlite"));
+    const cachedIds = () => cache.prepare("SELECT id FROM nquads ORDER BY id").pluck().all();
     const cachedOf = (id: string) =>
-      record.prepare("SELECT nquads FROM things WHERE id = ?").pluck().get(id) as string | null;
-    const uncached = () => record.prepare("SELECT count(*) FROM things WHERE nquads IS NULL").pluck().get();
+      cache.prepare("SELECT nquads FROM nquads WHERE id = ?").pluck().get(id) as string | undefined;
     try {
-      const ids = range(30, "urn:rs:");
-      for (const id of ids) await store.put(thing(id));
-      await store.put(thing("urn:rs:1", "Second"));
-      await store.delete("urn:rs:0");
-      // close() does not wait for indexing; once indexed, every conversion is cached at close.
-      await store.indexed();
-      await store.close();
-      expect(uncached()).toBe(0);
-
-      // As if the process had died before writing these conversions to the cache.
-      record
-        .prepare("UPDATE things SET nquads = NULL WHERE id IN ('urn:rs:1', 'urn:rs:2', 'urn:rs:3')")
-        .run();
-      expect(uncached()).toBe(3);
-      // And a damaged cache entry: converted again as well.
-      record.prepare("UPDATE things SET nquads = 'not N-Quads' WHERE id = 'urn:rs:4'").run();
+      expect(cachedIds()).toEqual(ids.slice(1).sort());
+      // As if the process had died before caching these conversions.
+      cache.prepare("DELETE FROM nquads WHERE id IN ('urn:rs:1', 'urn:rs:2')").run();
+      // A damaged entry, and one of another version of the TD: converted again.
+      cache.prepare("UPDATE nquads SET nquads = 'not N-Quads' WHERE id = 'urn:rs:4'").run();
+      cache
+        .prepare(
+          `UPDATE nquads SET rev = rev + 1000, nquads = replace(nquads, '"Thing"', '"Stale"') WHERE id = ?`,
+        )
+        .run("urn:rs:5");
+      // An entry of a TD the record does not hold: dropped.
+      cache.prepare("INSERT INTO nquads (id, rev, nquads) VALUES ('urn:rs:gone', 1, '')").run();
 
       store = await open();
       // Right after open: the query waits for the index to load.
       expect(await indexedIds(store)).toEqual(ids.slice(1).sort());
       expect(await titleOf(store, "urn:rs:1")).toBe("Second");
+      expect(await titleOf(store, "urn:rs:5")).toBe("Thing");
       await store.close();
-      expect(uncached()).toBe(0);
+      expect(cachedIds()).toEqual(ids.slice(1).sort());
       expect(cachedOf("urn:rs:4")).toContain("<urn:rs:4>");
+      expect(cachedOf("urn:rs:5")).not.toContain("Stale");
     } finally {
-      record.close();
+      cache.close();
     }
     store = await open();
     await store.indexed();
@@ -224,18 +229,118 @@ describe("the embedded store", () => {
     expect(await titleOf(store, "urn:rs:1")).toBe("Second");
   });
 
+  it("never loads a cache filled from another record, or from a later state of this one", async () => {
+    for (const id of range(5, "urn:fc:")) await store.put(thing(id));
+    await store.indexed();
+    await store.close();
+    const poison = (sql: string) => {
+      const cache = new Database(join(dir, "index-cache.sqlite"));
+      try {
+        cache.exec(`UPDATE nquads SET nquads = replace(nquads, '"Thing"', '"Foreign"'); ${sql}`);
+      } finally {
+        cache.close();
+      }
+    };
+    // The same ids and revisions, converted from another record.
+    poison("UPDATE meta SET value = 'elsewhere' WHERE key = 'database'");
+    store = await open();
+    expect(await titleOf(store, "urn:fc:1")).toBe("Thing");
+    await store.indexed();
+    await store.close();
+    // Entries of revisions the record has not reached: the record is an older copy.
+    poison("INSERT INTO nquads (id, rev, nquads) VALUES ('urn:fc:later', 1000, '')");
+    store = await open();
+    expect(await titleOf(store, "urn:fc:1")).toBe("Thing");
+    expect(await indexedIds(store)).toEqual(range(5, "urn:fc:"));
+  });
+
+  it("rebuilds from the record alone when its cache file is damaged, and starts a new cache", async () => {
+    const ids = range(30, "urn:dc:");
+    for (const id of ids) await store.put(thing(id));
+    await store.indexed();
+    await store.close();
+    const file = join(dir, "index-cache.sqlite");
+    expect(statSync(file).size).toBeGreaterThan(300_000);
+    for (const damage of [
+      // A page of N-Quads overwritten: the file opens, reading the entries fails.
+      () => writeFileSync(file, readFileSync(file).fill(0xff, 200 * 1024, 204 * 1024)),
+      () => writeFileSync(file, "not a database"),
+    ]) {
+      damage();
+      store = await open();
+      expect(await indexedIds(store)).toEqual(ids.sort());
+      expect(await titleOf(store, "urn:dc:7")).toBe("Thing");
+      await store.close();
+      const cache = new Database(file, { readonly: true });
+      try {
+        expect(cache.prepare("SELECT count(*) FROM nquads").pluck().get()).toBe(30);
+      } finally {
+        cache.close();
+      }
+    }
+    store = await open();
+    expect(failures).toEqual([]);
+  });
+
+  it("commits writes arriving together in one transaction, each with its own outcome", async () => {
+    await store.put(thing("urn:gc:0"));
+    const before = await store.revision();
+    // A row SQLite refuses (no creation time): only that write fails.
+    const broken = { ...thing("urn:gc:bad"), registration: { modified: MODIFIED } } as StoredThing;
+    const outcomes = await Promise.allSettled([
+      store.put(thing("urn:gc:0", "Again")),
+      store.put(thing("urn:gc:1")),
+      store.put(broken),
+      store.put(thing("urn:gc:2")),
+      store.delete("urn:gc:1"),
+      store.delete("urn:gc:none"),
+    ]);
+    expect(outcomes.map((o) => (o.status === "fulfilled" ? o.value : "rejected"))).toEqual([
+      { created: false },
+      { created: true },
+      "rejected",
+      { created: true },
+      true,
+      false,
+    ]);
+    expect(await store.revision()).not.toBe(before);
+    expect(await store.get("urn:gc:bad")).toBeUndefined();
+    expect(await indexedIds(store)).toEqual(["urn:gc:0", "urn:gc:2"]);
+    expect(await titleOf(store, "urn:gc:0")).toBe("Again");
+  });
+
+  it("answers a repeated query alike until a write changes the index", async () => {
+    const q = `SELECT ?t ?title WHERE { ?t a <${TD}Thing> ; <${TD}title> ?title } ORDER BY ?t`;
+    const titles = async () => (await select(store, q)).map((b) => `${b.t?.value}=${b.title?.value}`);
+    await store.put(thing("urn:qc:1"));
+    expect(await titles()).toEqual(["urn:qc:1=Thing"]);
+    expect(await titles()).toEqual(["urn:qc:1=Thing"]);
+    // Another media type is another result.
+    expect((await store.query(q, "text/csv")).body).toContain("urn:qc:1,Thing");
+    await store.put(thing("urn:qc:1", "Renamed"));
+    expect(await titles()).toEqual(["urn:qc:1=Renamed"]);
+    await store.put(thing("urn:qc:2"));
+    expect(await titles()).toEqual(["urn:qc:1=Renamed", "urn:qc:2=Thing"]);
+    await store.delete("urn:qc:1");
+    expect(await titles()).toEqual(["urn:qc:2=Thing"]);
+    expect(await twinsWithStatus(store)).toEqual([]);
+    await store.putStatus("urn:qc:2", statusOf("urn:qc:2", "Running"));
+    expect(await twinsWithStatus(store)).toEqual(["urn:qc:2"]);
+    await store.deleteStatus("urn:qc:2");
+    expect(await twinsWithStatus(store)).toEqual([]);
+  });
+
   it("never caches the N-Quads of a TD's earlier version over a later one", async () => {
     for (const id of range(30, "urn:st:")) await store.put(thing(id));
-    // Converted; the N-Quads go to the cache in a batch a moment later (200 ms).
     await store.indexed();
-    // A query that outlasts that moment, and behind it a replacement within the same millisecond:
-    // when the batch is written, the record holds the replacement, not yet converted.
+    // A query that ends the worker, and behind it a replacement within the same millisecond: the
+    // record holds the replacement, the cache the first version's conversion.
     const slow = store.query("SELECT (COUNT(*) AS ?n) WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i }", RESULTS, {
       timeoutMs: 1_000,
     });
     await store.put(thing("urn:st:1", "Second"));
     expect((await rejection(slow)).kind).toBe("timeout");
-    // The fresh index is loaded from the record's cache: it must not hold the first version.
+    // The fresh index is loaded from the cache: it must not hold the first version.
     expect(await titleOf(store, "urn:st:1")).toBe("Second");
   });
 

@@ -433,7 +433,9 @@ describe("the remote SPARQL store on Virtuoso", () => {
   });
 
   it("sends credentials in the scheme the store asks for: Basic to a proxy, Digest to Virtuoso's /sparql-auth", async () => {
-    const expected = `Basic ${Buffer.from("dtc:s3cret:é", "utf8").toString("base64")}`;
+    // UTF-8 (RFC 7617's charset="UTF-8"), also beyond Latin-1.
+    const password = "s3cret:é€";
+    const expected = `Basic ${Buffer.from(`dtc:${password}`, "utf8").toString("base64")}`;
     const proxy = await localServer(async (req, body, res) => {
       if (req.headers.authorization !== expected) {
         res.writeHead(401, { "www-authenticate": 'Basic realm="dtc-test"' }).end();
@@ -450,7 +452,7 @@ describe("the remote SPARQL store on Virtuoso", () => {
     });
     try {
       const viaProxy = { queryUrl: proxy.url, updateUrl: proxy.url };
-      const basic = await open({ ...viaProxy, auth: { user: "dtc", password: "s3cret:é" } });
+      const basic = await open({ ...viaProxy, auth: { user: "dtc", password } });
       await basic.put(thing("urn:t:auth"));
       expect((await basic.get("urn:t:auth"))?.id).toBe("urn:t:auth");
       // Nothing is sent before the store asks; then every request carries the credentials.
@@ -467,23 +469,89 @@ describe("the remote SPARQL store on Virtuoso", () => {
     }
 
     const authUrl = server.queryUrl.replace(/\/sparql$/, "/sparql-auth");
-    const digest = await open({
+    // Virtuoso's /sparql-auth through a relay (at the same path, as the Digest response covers it)
+    // that records what is sent, and what Virtuoso answers.
+    const answered: number[] = [];
+    const relay = await localServer(async (req, body, res) => {
+      const headers: Record<string, string> = {
+        "content-type": String(req.headers["content-type"]),
+        accept: String(req.headers.accept),
+      };
+      if (req.headers.authorization) headers.authorization = req.headers.authorization;
+      const upstream = await fetch(authUrl, { method: "POST", headers, body });
+      answered.push(upstream.status);
+      const answer: Record<string, string> = {
+        "content-type": upstream.headers.get("content-type") ?? "text/plain",
+      };
+      const offered = upstream.headers.get("www-authenticate");
+      if (offered) answer["www-authenticate"] = offered;
+      res.writeHead(upstream.status, answer).end(Buffer.from(await upstream.arrayBuffer()));
+    });
+    try {
+      const relayed = relay.url.replace(/\/sparql$/, "/sparql-auth");
+      const digest = await open({
+        queryUrl: relayed,
+        updateUrl: relayed,
+        auth: { user: "dba", password: "dba" },
+      });
+      await digest.put(thing("urn:t:digest"));
+      expect((await digest.get("urn:t:digest"))?.id).toBe("urn:t:digest");
+      expect(await values(digest, `${PREFIXES} SELECT ?t WHERE { ?t a td:Thing } ORDER BY ?t`, "t")).toEqual([
+        "urn:t:auth",
+        "urn:t:digest",
+      ]);
+      // More than 16 requests (nc past 0x10), several at once on the same nonce.
+      for (let i = 0; i < 12; i++) expect(await digest.count()).toBe(2);
+      expect(await Promise.all(Array.from({ length: 12 }, () => digest.count()))).toEqual(Array(12).fill(2));
+      // One request without credentials, answered 401 with Virtuoso's Digest challenge; every other
+      // carries Digest (MD5, qop=auth) up front, and the password never goes out.
+      const sent = relay.seen.map((h) => h.authorization);
+      expect(sent[0]).toBeUndefined();
+      expect(answered[0]).toBe(401);
+      expect(sent.length).toBeGreaterThan(30);
+      for (const authorization of sent.slice(1)) {
+        expect(authorization).toMatch(/^Digest username="dba",.*qop=auth,.*algorithm=MD5,/);
+        expect(authorization).not.toContain("dba:dba");
+      }
+      expect(answered.slice(1).every((status) => status === 200)).toBe(true);
+    } finally {
+      await relay.close();
+    }
+
+    // Straight to Virtuoso, too.
+    const direct = await open({
       queryUrl: authUrl,
       updateUrl: authUrl,
       auth: { user: "dba", password: "dba" },
     });
-    await digest.put(thing("urn:t:digest"));
-    expect((await digest.get("urn:t:digest"))?.id).toBe("urn:t:digest");
-    expect(await values(digest, `${PREFIXES} SELECT ?t WHERE { ?t a td:Thing } ORDER BY ?t`, "t")).toEqual([
-      "urn:t:auth",
-      "urn:t:digest",
-    ]);
+    expect(await direct.count()).toBe(2);
     const refused = new SparqlStore({
       queryUrl: authUrl,
       updateUrl: authUrl,
       auth: { user: "dba", password: "x" },
     });
     await expect(refused.open()).rejects.toThrow(/the credentials were refused/);
+
+    // Offered both, the store answers Digest: the password is never sent.
+    const both = await localServer((_req, _body, res) => {
+      res
+        .writeHead(401, {
+          "www-authenticate": 'Basic realm="dtc-test", Digest realm="dtc-test", nonce="abc123", qop="auth"',
+        })
+        .end();
+    });
+    try {
+      const s = new SparqlStore({ queryUrl: both.url, updateUrl: both.url, auth: { user: "dtc", password } });
+      await expect(s.open()).rejects.toThrow(/the credentials were refused/);
+      const sent = both.seen.map((h) => h.authorization);
+      expect(sent[0]).toBeUndefined();
+      expect(sent.length).toBeGreaterThan(1);
+      for (const authorization of sent.slice(1)) {
+        expect(authorization).toMatch(/^Digest username="dtc",realm="dtc-test",nonce="abc123",/);
+      }
+    } finally {
+      await both.close();
+    }
   });
 
   it("fails with a clear StoreError when the store is unreachable or does not answer in time", async () => {
@@ -508,6 +576,33 @@ describe("the remote SPARQL store on Virtuoso", () => {
       });
     } finally {
       await silent.close();
+    }
+
+    // The same through the credentials' client, in either scheme (this server checks no more than the scheme).
+    for (const offered of ['Digest realm="dtc-test", nonce="abc123", qop="auth"', 'Basic realm="dtc-test"']) {
+      const scheme = offered.split(" ")[0] ?? "";
+      const guarded = await localServer((req, body, res) => {
+        if (!req.headers.authorization?.startsWith(`${scheme} `)) {
+          res.writeHead(401, { "www-authenticate": offered }).end();
+        } else if (body === "query=ASK+%7B%7D") {
+          res.writeHead(200, { "content-type": JSON_RESULTS }).end('{"boolean":true}');
+        } else if (body.startsWith("DELETE WHERE")) res.writeHead(200).end();
+      });
+      try {
+        const slow = await open({
+          queryUrl: guarded.url,
+          updateUrl: guarded.url,
+          auth: { user: "dtc", password: "x" },
+          timeoutMs: 300,
+        });
+        await expect(slow.get("urn:t:x")).rejects.toThrow(/did not answer within 300 ms/);
+        await expect(slow.query("ASK { ?s ?p ?o }", JSON_RESULTS, { timeoutMs: 200 })).rejects.toMatchObject({
+          kind: "timeout",
+        });
+        expect(guarded.seen.slice(1).every((h) => h.authorization?.startsWith(`${scheme} `))).toBe(true);
+      } finally {
+        await guarded.close();
+      }
     }
   });
 });

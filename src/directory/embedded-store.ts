@@ -14,13 +14,15 @@ import { QueryError, StoreError } from "./store.js";
  * long query takes the main thread's time.
  *
  * A write is acknowledged once SQLite committed it, then posted to the worker, which indexes in
- * write order. Queries are posted the same way, so they answer after every write acknowledged
- * before them is indexed (read your writes). A query running past its time limit is ended by
- * terminating the worker; a fresh one rebuilds the index from the record (which holds every
+ * write order. Writes arriving together (concurrent clients) share one transaction, so one sync to
+ * disk acknowledges them all. Queries are posted the same way, so they answer after every write
+ * acknowledged before them is indexed (read your writes). A query running past its time limit is
+ * ended by terminating the worker; a fresh one rebuilds the index from the record (which holds every
  * acknowledged write, including those the old worker had not reached) and the status graphs kept
  * here, then serves the requests that were waiting, in order.
  *
- * The record caches each TD's N-Quads, so a restart reloads the index without converting again.
+ * The worker caches each TD's N-Quads in a file of its own (index-cache.sqlite), so a restart
+ * reloads the index without converting again; the record holds only what must be durable.
  */
 
 export interface EmbeddedStoreOptions {
@@ -49,9 +51,9 @@ const toThing = (row: Row): StoredThing => {
 
 const COLUMNS = "id, td, created, modified, expires, ttl";
 
-/** N-Quads cache write-back: one transaction per this many rows, or this long after the first. */
-const CACHE_BATCH_ROWS = 256;
-const CACHE_BATCH_MS = 200;
+/** Query results kept for repeated queries (each valid until the next write): entries and chars. */
+const RESULT_CACHE_ENTRIES = 64;
+const RESULT_CACHE_CHARS = 32 * 1024 * 1024;
 /** A worker that dies this many times in a row before its index is loaded is not started again. */
 const MAX_FAILED_STARTS = 3;
 
@@ -70,10 +72,18 @@ interface Request {
   timer?: NodeJS.Timeout;
 }
 
+/** A write waiting for the next commit. */
+type Write = (
+  | { type: "put"; thing: StoredThing; td: string; resolve: (result: { created: boolean }) => void }
+  | { type: "delete"; id: string; resolve: (deleted: boolean) => void }
+) & { reject: (err: unknown) => void };
+
+/** What a write did: its revision (undefined: nothing to delete) and, for a put, whether it created. */
+type Applied = { rev: number | undefined; created: boolean };
+
 interface Statements {
-  put: Database.Transaction<(thing: StoredThing, td: string) => { created: boolean; rev: number }>;
-  delete: Database.Transaction<(id: string) => number | undefined>;
-  cache: Database.Statement<[string, string, number]>;
+  /** Commits writes in one transaction, in order; their outcomes, in the same order. */
+  commit: Database.Transaction<(writes: Write[]) => Applied[]>;
   get: Database.Statement<[string], Row>;
   list: Database.Statement<[number, number], Row>;
   count: Database.Statement<[], number>;
@@ -102,9 +112,14 @@ export class EmbeddedStore implements DirectoryStore {
   #running: number | undefined;
   /** The latest status graph of each TD: not in the record, a rebuilt index gets them from here. */
   readonly #status = new Map<string, string>();
-  #cache: { id: string; rev: number; nquads: string }[] = [];
-  #cacheTimer: NodeJS.Timeout | undefined;
   readonly #failures = new Map<string, string>();
+  /** Writes waiting for the commit scheduled (setImmediate) when the first of them arrived. */
+  #writes: Write[] = [];
+  /** Bumped by every change posted to the worker: a query result stays valid while it is unchanged. */
+  #generation = 0;
+  /** Results of recent queries by media type and text, with the generation they were computed at. */
+  readonly #results = new Map<string, { generation: number; body: string }>();
+  #resultChars = 0;
 
   constructor(dir: string, options: EmbeddedStoreOptions = {}) {
     this.#dir = dir;
@@ -141,7 +156,6 @@ export class EmbeddedStore implements DirectoryStore {
       modified TEXT NOT NULL,
       expires INTEGER,
       ttl REAL,
-      nquads TEXT,
       rev INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS things_expires ON things (expires) WHERE expires IS NOT NULL;
@@ -149,45 +163,51 @@ export class EmbeddedStore implements DirectoryStore {
     const columns = db.prepare("SELECT name FROM pragma_table_info('things')").pluck().all() as string[];
     // Records written before the revision counter existed.
     if (!columns.includes("rev")) db.exec("ALTER TABLE things ADD COLUMN rev INTEGER NOT NULL DEFAULT 0");
+    // Records that cached N-Quads in the record itself: the cache is index-cache.sqlite now.
+    if (columns.includes("nquads")) db.exec("ALTER TABLE things DROP COLUMN nquads");
     db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0), ('database', ?)").run(
       randomBytes(4).toString("hex"),
     );
     const meta = db.prepare<[string], unknown>("SELECT value FROM meta WHERE key = ?").pluck();
     this.#revision = meta.get("revision") as number;
     this.#databaseId = String(meta.get("database"));
-    const exists = db.prepare("SELECT 1 FROM things WHERE id = ?");
-    const bump = db
-      .prepare<[], number>("UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value")
-      .pluck();
+    const exists = db.prepare<[string], number>("SELECT 1 FROM things WHERE id = ?").pluck();
+    const revision = db.prepare<[], number>("SELECT value FROM meta WHERE key = 'revision'").pluck();
+    const setRevision = db.prepare<[number]>("UPDATE meta SET value = ? WHERE key = 'revision'");
     const upsert = db.prepare<[string, string, string, string, number | null, number | null, number]>(
-      `INSERT INTO things (id, td, created, modified, expires, ttl, nquads, rev) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)
+      `INSERT INTO things (id, td, created, modified, expires, ttl, rev) VALUES (?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (id) DO UPDATE SET td = excluded.td, modified = excluded.modified,
-         expires = excluded.expires, ttl = excluded.ttl, nquads = NULL, rev = excluded.rev`,
+         expires = excluded.expires, ttl = excluded.ttl, rev = excluded.rev`,
     );
     const remove = db.prepare<[string]>("DELETE FROM things WHERE id = ?");
     this.#sql = {
-      // Every write bumps the revision in its own transaction.
-      put: db.transaction((thing: StoredThing, td: string) => {
-        const existed = exists.get(thing.id) !== undefined;
-        const rev = bump.get() as number;
-        const { created, modified, expires, ttl } = thing.registration;
-        upsert.run(
-          thing.id,
-          td,
-          created,
-          modified,
-          expires === undefined ? null : Date.parse(expires),
-          ttl ?? null,
-          rev,
-        );
-        return { created: !existed, rev };
+      // Every write gets a revision of its own; the counter is written once per transaction.
+      commit: db.transaction((writes: Write[]) => {
+        const first = revision.get() as number;
+        let rev = first;
+        const applied = writes.map((write): Applied => {
+          if (write.type === "delete") {
+            return remove.run(write.id).changes === 0
+              ? { rev: undefined, created: false }
+              : { rev: ++rev, created: false };
+          }
+          const { id, registration } = write.thing;
+          const created = exists.get(id) === undefined;
+          const { expires, ttl } = registration;
+          upsert.run(
+            id,
+            write.td,
+            registration.created,
+            registration.modified,
+            expires === undefined ? null : Date.parse(expires),
+            ttl ?? null,
+            ++rev,
+          );
+          return { rev, created };
+        });
+        if (rev !== first) setRevision.run(rev);
+        return applied;
       }),
-      delete: db.transaction((id: string) =>
-        remove.run(id).changes === 0 ? undefined : (bump.get() as number),
-      ),
-      // `rev` identifies the version converted: a conversion finishing after a newer write of the
-      // same TD (even one within the same millisecond) never overwrites it.
-      cache: db.prepare("UPDATE things SET nquads = ? WHERE id = ? AND rev = ?"),
       get: db.prepare(`SELECT ${COLUMNS} FROM things WHERE id = ?`),
       list: db.prepare(`SELECT ${COLUMNS} FROM things ORDER BY id LIMIT ? OFFSET ?`),
       count: db.prepare<[], number>("SELECT count(*) FROM things").pluck(),
@@ -209,12 +229,11 @@ export class EmbeddedStore implements DirectoryStore {
     return this.#failures;
   }
 
+  /** Resolves once committed (with the other writes of the same moment, see #commit). */
   async put(thing: StoredThing): Promise<{ created: boolean }> {
+    this.#assertOpen();
     const td = JSON.stringify(thing.td);
-    const { created, rev } = this.#statements.put(thing, td);
-    this.#revision = rev;
-    this.#post({ type: "put", rev, id: thing.id, td });
-    return { created };
+    return new Promise((resolve, reject) => this.#write({ type: "put", thing, td, resolve, reject }));
   }
 
   async get(id: string): Promise<StoredThing | undefined> {
@@ -223,12 +242,8 @@ export class EmbeddedStore implements DirectoryStore {
   }
 
   async delete(id: string): Promise<boolean> {
-    const rev = this.#statements.delete(id);
-    if (rev === undefined) return false;
-    this.#revision = rev;
-    this.#failures.delete(id);
-    this.#post({ type: "delete", rev, id });
-    return true;
+    this.#assertOpen();
+    return new Promise((resolve, reject) => this.#write({ type: "delete", id, resolve, reject }));
   }
 
   async list(offset: number, limit: number): Promise<StoredThing[]> {
@@ -249,9 +264,24 @@ export class EmbeddedStore implements DirectoryStore {
     return this.#statements.expired.all(now);
   }
 
-  /** `options.timeoutMs` bounds the query's run time in the index (waiting for indexing excluded). */
+  /**
+   * `options.timeoutMs` bounds the query's run time in the index (waiting for indexing excluded).
+   * A query asked again with no write in between is answered with the same result, without the index.
+   */
   async query(sparql: string, accept: string, options: { timeoutMs?: number } = {}): Promise<QueryResult> {
+    const key = `${accept}\n${sparql}`;
+    const cached = this.#results.get(key);
+    if (cached !== undefined && cached.generation === this.#generation && this.#db && !this.#broken) {
+      // Most recently used last.
+      this.#results.delete(key);
+      this.#results.set(key, cached);
+      return { body: cached.body, contentType: accept };
+    }
+    const generation = this.#generation;
     const body = await this.#ask((qid) => ({ type: "query", qid, sparql, accept }), options.timeoutMs);
+    // Unchanged since it was posted: the index answered it in exactly this state (writes are
+    // posted as they commit, so even a rebuilt index holds no later one).
+    if (generation === this.#generation) this.#remember(key, generation, body);
     return { body, contentType: accept };
   }
 
@@ -259,21 +289,23 @@ export class EmbeddedStore implements DirectoryStore {
   async putStatus(tdId: string, ntriples: string): Promise<void> {
     this.#assertOpen();
     this.#status.set(tdId, ntriples);
+    this.#generation++;
     this.#post({ type: "putStatus", tdId, ntriples });
   }
 
   async deleteStatus(tdId: string): Promise<void> {
     this.#assertOpen();
     this.#status.delete(tdId);
+    this.#generation++;
     this.#post({ type: "deleteStatus", tdId });
   }
 
-  /** Waits for pending indexing, writes the N-Quads cache, ends the worker and closes the record. */
+  /** Commits the writes still waiting, ends the worker and closes the record. */
   async close(): Promise<void> {
     if (!this.#db) return;
-    // Pending conversions are not waited for: their rows keep nquads NULL and the next open()
-    // converts them, so a shutdown after a burst of writes takes no longer than any other.
-    this.#flushCache();
+    // Pending conversions are not waited for: the next open() converts what the cache lacks, so a
+    // shutdown after a burst of writes takes no longer than any other.
+    this.#commit();
     const worker = this.#worker;
     this.#worker = undefined;
     for (const request of this.#requests.values())
@@ -283,12 +315,82 @@ export class EmbeddedStore implements DirectoryStore {
     // Status graphs are not part of the record: the gateway writes them again after a restart.
     this.#status.clear();
     this.#failures.clear();
+    this.#results.clear();
+    this.#resultChars = 0;
     this.#db.close();
     this.#db = undefined;
     this.#sql = undefined;
   }
 
-  #post(message: ToIndexWorker): void {
+  #write(write: Write): void {
+    // One commit for the writes of this turn of the event loop: concurrent requests parsed in
+    // the same turn share the transaction and its sync to disk.
+    if (this.#writes.push(write) === 1) setImmediate(() => this.#commit());
+  }
+
+  /** Commits the waiting writes, then acknowledges them and posts them to the index, in order. */
+  #commit(): void {
+    const writes = this.#writes;
+    if (writes.length === 0) return;
+    this.#writes = [];
+    const sql = this.#sql;
+    if (!sql) {
+      for (const write of writes) write.reject(new StoreError("the embedded store closed"));
+      return;
+    }
+    let applied: Applied[];
+    try {
+      applied = sql.commit(writes);
+    } catch (err) {
+      if (writes.length === 1) {
+        writes[0]?.reject(err);
+        return;
+      }
+      // One bad write must not fail the others: each on its own then.
+      for (const write of writes) {
+        this.#writes = [write];
+        this.#commit();
+      }
+      return;
+    }
+    // One message for the transaction's writes: posting costs about as much as a small commit.
+    const indexed: ToIndexWorker[] = [];
+    writes.forEach((write, i) => {
+      const { rev, created } = applied[i] as Applied;
+      if (rev !== undefined) {
+        this.#revision = rev;
+        this.#generation++;
+      }
+      if (write.type === "put") {
+        indexed.push({ type: "put", rev: rev as number, id: write.thing.id, td: write.td });
+        write.resolve({ created });
+      } else if (rev === undefined) write.resolve(false);
+      else {
+        this.#failures.delete(write.id);
+        indexed.push({ type: "delete", rev, id: write.id });
+        write.resolve(true);
+      }
+    });
+    if (indexed.length > 0) this.#post(indexed.length === 1 ? (indexed[0] as ToIndexWorker) : indexed);
+  }
+
+  #remember(key: string, generation: number, body: string): void {
+    const previous = this.#results.get(key);
+    if (previous !== undefined) {
+      this.#results.delete(key);
+      this.#resultChars -= previous.body.length;
+    }
+    if (body.length > RESULT_CACHE_CHARS / 4) return;
+    this.#results.set(key, { generation, body });
+    this.#resultChars += body.length;
+    for (const [oldest, entry] of this.#results) {
+      if (this.#results.size <= RESULT_CACHE_ENTRIES && this.#resultChars <= RESULT_CACHE_CHARS) break;
+      this.#results.delete(oldest);
+      this.#resultChars -= entry.body.length;
+    }
+  }
+
+  #post(message: ToIndexWorker | ToIndexWorker[]): void {
     // Without a worker (the index is broken) the write is in the record all the same.
     this.#worker?.postMessage(message);
   }
@@ -305,7 +407,12 @@ export class EmbeddedStore implements DirectoryStore {
   }
 
   #startWorker(): void {
-    const init: IndexWorkerInit = { dbPath: this.#dbPath, status: [...this.#status] };
+    const init: IndexWorkerInit = {
+      dbPath: this.#dbPath,
+      cachePath: join(this.#dir, "index-cache.sqlite"),
+      status: [...this.#status],
+      failed: [...this.#failures.keys()],
+    };
     const worker = new Worker(workerEntry, { workerData: init });
     this.#worker = worker;
     this.#workerReady = false;
@@ -332,7 +439,6 @@ export class EmbeddedStore implements DirectoryStore {
         return;
       case "indexed":
         this.#failures.delete(message.id);
-        this.#cacheNQuads(message.id, message.rev, message.nquads);
         return;
       case "failed":
         this.#failures.set(message.id, message.message);
@@ -392,30 +498,5 @@ export class EmbeddedStore implements DirectoryStore {
       return;
     }
     this.#startWorker();
-  }
-
-  #cacheNQuads(id: string, rev: number, nquads: string): void {
-    this.#cache.push({ id, rev, nquads });
-    if (this.#cache.length >= CACHE_BATCH_ROWS) this.#flushCache();
-    else this.#cacheTimer ??= setTimeout(() => this.#flushCache(), CACHE_BATCH_MS).unref();
-  }
-
-  /**
-   * Writes converted N-Quads back to the record, many rows per transaction. The cache only speeds
-   * up restarts. It is written here rather than by the worker over a second connection because
-   * SQLite has one writer: the main thread would then wait (synchronously, blocking its event
-   * loop) on the worker's write lock on the acknowledgement path.
-   */
-  #flushCache(): void {
-    clearTimeout(this.#cacheTimer);
-    this.#cacheTimer = undefined;
-    const rows = this.#cache;
-    this.#cache = [];
-    const db = this.#db;
-    const sql = this.#sql;
-    if (!db || !sql || rows.length === 0) return;
-    db.transaction(() => {
-      for (const row of rows) sql.cache.run(row.nquads, row.id, row.rev);
-    })();
   }
 }

@@ -1,4 +1,5 @@
-import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
+import DigestClient from "digest-fetch";
 import oxigraph from "oxigraph";
 import sparqljs from "sparqljs";
 import { toNQuads } from "../wot/rdf.js";
@@ -424,51 +425,47 @@ class WriteQueues {
   }
 }
 
-interface Digest {
-  realm: string;
-  nonce: string;
-  opaque: string | undefined;
-  qop: string | undefined;
-  algorithm: string;
-  nc: number;
+/** The Digest challenge of a WWW-Authenticate header (RFC 7235: it may offer several), if any. */
+function digestChallenge(header: string | null): string | undefined {
+  const at = header?.search(/\bDigest\s/i) ?? -1;
+  return at >= 0 ? header?.slice(at) : undefined;
 }
 
-/** Digest algorithms (RFC 7616) and their node:crypto hashes. */
-const HASHES: Record<string, string> = { md5: "md5", "sha-256": "sha256" };
+/**
+ * digest-fetch, given only the Digest challenge of a header: it takes the first challenge's scheme for
+ * its own, and would answer `Basic realm=..., Digest ...` with a Digest response labelled Basic.
+ */
+class DigestAuth extends DigestClient {
+  override parseAuth(header: string | null): void {
+    super.parseAuth(digestChallenge(header) ?? null);
+  }
+}
 
 /**
- * The challenge of a 401 (RFC 7235): Digest when offered with a known algorithm (it never sends the
- * password), else Basic.
+ * The client answering a 401's challenge with `auth`: Digest when offered (it never sends the
+ * password), else Basic; undefined when neither is offered. digest-fetch does both schemes; which one
+ * is ours to say (its Basic client sends the credentials with every request, so it is only made once
+ * the store asked for them).
  */
-function challenge(
+function authClient(
+  auth: { user: string; password: string },
   header: string | null,
-): { scheme: "basic" } | { scheme: "digest"; digest: Digest } | undefined {
-  if (!header) return undefined;
-  const at = header.search(/\bDigest\s/i);
-  if (at >= 0) {
-    const params = new Map<string, string>();
-    for (const m of header.slice(at + 7).matchAll(/([A-Za-z-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))/g)) {
-      const key = m[1]?.toLowerCase();
-      if (key && !params.has(key)) params.set(key, m[2]?.replace(/\\(.)/g, "$1") ?? m[3] ?? "");
-    }
-    const nonce = params.get("nonce");
-    const algorithm = params.get("algorithm") ?? "MD5";
-    if (nonce !== undefined && HASHES[algorithm.toLowerCase().replace(/-sess$/, "")]) {
-      const qops = (params.get("qop") ?? "").split(",").map((q) => q.trim());
-      return {
-        scheme: "digest",
-        digest: {
-          realm: params.get("realm") ?? "",
-          nonce,
-          opaque: params.get("opaque"),
-          qop: qops.includes("auth") ? "auth" : undefined,
-          algorithm,
-          nc: 0,
-        },
-      };
-    }
+): DigestClient | undefined {
+  const challenge = digestChallenge(header);
+  if (challenge !== undefined) {
+    // The algorithm the store offers (digest-fetch takes MD5 when none is given, or one it lacks).
+    const client = new DigestAuth(auth.user, auth.password, {
+      algorithm: DigestClient.parse(challenge, "algorithm"),
+    });
+    // Takes in this challenge, so that the client's first request already answers it.
+    client.parseAuth(challenge);
+    return client;
   }
-  return /\bBasic\b/i.test(header) ? { scheme: "basic" } : undefined;
+  if (!header || !/\bBasic\b/i.test(header)) return undefined;
+  // digest-fetch's base64 encoder takes Latin-1 text only: given the UTF-8 bytes as Latin-1 characters,
+  // it sends base64 of the UTF-8 credentials (RFC 7617's charset="UTF-8"), and any character at all.
+  const utf8 = (text: string) => Buffer.from(text, "utf8").toString("latin1");
+  return new DigestClient(utf8(auth.user), utf8(auth.password), { basic: true });
 }
 
 export class SparqlStore implements DirectoryStore {
@@ -479,9 +476,8 @@ export class SparqlStore implements DirectoryStore {
   readonly #maxRows: number;
   #dialect: "virtuoso" | "sparql11" | undefined;
   #open = false;
-  /** Learnt from the store's first 401: credentials are only ever sent in the scheme it asked for. */
-  #scheme: "basic" | "digest" | undefined;
-  #digest: Digest | undefined;
+  /** Made at the store's first 401: credentials are only ever sent in the scheme it asked for. */
+  #authClient: DigestClient | undefined;
   readonly #writes = new WriteQueues();
   readonly #onIndexFailure: (id: string, message: string) => void;
 
@@ -888,24 +884,29 @@ export class SparqlStore implements DirectoryStore {
     timeoutMs = this.#timeoutMs,
   ): Promise<{ headers: Headers; body: string }> {
     const signal = AbortSignal.timeout(timeoutMs);
-    const send = (): Promise<Response> => {
-      const headers: Record<string, string> = { "content-type": request.contentType, accept: request.accept };
-      const authorization = this.#authorization(url);
-      if (authorization) headers.authorization = authorization;
-      return fetch(url, { method: "POST", headers, body: request.body, signal });
-    };
+    // A new init for each request: digest-fetch sets the Authorization header in the one it is given.
+    const init = (): RequestInit => ({
+      method: "POST",
+      headers: { "content-type": request.contentType, accept: request.accept },
+      body: request.body,
+      signal,
+    });
+    // digest-fetch calls the global fetch (Node's), so its answers are the global Response.
+    const send = (client: DigestClient | undefined): Promise<Response> =>
+      client ? (client.fetch(url, init()) as Promise<Response>) : fetch(url, init());
     let res: Response;
     let body: string;
     try {
-      res = await send();
-      if (res.status === 401 && this.#auth) {
-        const offered = challenge(res.headers.get("www-authenticate"));
-        // Retry once with the scheme the store asked for (a new nonce, if Digest).
-        if (offered) {
+      const client = this.#authClient;
+      res = await send(client);
+      // The first 401: answer it in the scheme asked for, and from then on send the credentials up front
+      // (a Digest client answers later challenges itself, e.g. for a new nonce).
+      if (res.status === 401 && this.#auth && !client) {
+        const next = authClient(this.#auth, res.headers.get("www-authenticate"));
+        if (next) {
           await res.arrayBuffer();
-          this.#scheme = offered.scheme;
-          this.#digest = offered.scheme === "digest" ? offered.digest : undefined;
-          res = await send();
+          this.#authClient = next;
+          res = await send(next);
         }
       }
       body = await res.text();
@@ -933,43 +934,5 @@ export class SparqlStore implements DirectoryStore {
       throw new RequestTimeout(`${what}: the SPARQL store stopped the query at its time limit`);
     }
     return { headers: res.headers, body };
-  }
-
-  #authorization(url: string): string | undefined {
-    const auth = this.#auth;
-    if (!auth || !this.#scheme) return undefined;
-    if (this.#scheme === "basic") {
-      return `Basic ${Buffer.from(`${auth.user}:${auth.password}`, "utf8").toString("base64")}`;
-    }
-    const d = this.#digest;
-    if (!d) return undefined;
-    // RFC 7616: MD5 or SHA-256, optionally -sess, qop=auth (or none, RFC 2069).
-    const algorithm = d.algorithm.toLowerCase();
-    // challenge() took only algorithms in HASHES.
-    const hashName = HASHES[algorithm.replace(/-sess$/, "")] ?? "md5";
-    const h = (s: string) => createHash(hashName).update(s, "utf8").digest("hex");
-    const { pathname, search } = new URL(url);
-    const uri = `${pathname}${search}`;
-    const cnonce = randomBytes(16).toString("hex");
-    d.nc += 1;
-    const nc = d.nc.toString(16).padStart(8, "0");
-    let ha1 = h(`${auth.user}:${d.realm}:${auth.password}`);
-    if (algorithm.endsWith("-sess")) ha1 = h(`${ha1}:${d.nonce}:${cnonce}`);
-    const ha2 = h(`POST:${uri}`);
-    const response = d.qop
-      ? h(`${ha1}:${d.nonce}:${nc}:${cnonce}:${d.qop}:${ha2}`)
-      : h(`${ha1}:${d.nonce}:${ha2}`);
-    const quoted = (s: string) => `"${s.replace(/["\\]/g, "\\$&")}"`;
-    const parts = [
-      `username=${quoted(auth.user)}`,
-      `realm=${quoted(d.realm)}`,
-      `nonce=${quoted(d.nonce)}`,
-      `uri=${quoted(uri)}`,
-      `algorithm=${d.algorithm}`,
-      `response=${quoted(response)}`,
-      ...(d.opaque === undefined ? [] : [`opaque=${quoted(d.opaque)}`]),
-      ...(d.qop ? [`qop=${d.qop}`, `nc=${nc}`, `cnonce=${quoted(cnonce)}`] : []),
-    ];
-    return `Digest ${parts.join(", ")}`;
   }
 }
