@@ -1,19 +1,14 @@
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { EmbeddedStore } from "../src/directory/embedded-store.js";
 import { loadNamedQueries } from "../src/directory/named-queries.js";
 import { mountSearchApi } from "../src/directory/search-api.js";
-import { SparqlStore } from "../src/directory/sparql-store.js";
 import type { DirectoryStore } from "../src/directory/store.js";
 import { mountThingsApi } from "../src/directory/things-api.js";
 import { statusTriples } from "../src/directory/twin-status.js";
 import { createApp } from "../src/http/app.js";
 import { createLogger } from "../src/logger.js";
 import { instantiate } from "../src/wot/instantiate.js";
+import { storeAdapters } from "./directory-stores.js";
 import { sample, sampleRegistry } from "./helpers.js";
-import { startVirtuoso, type TestVirtuoso, virtuosoUnavailable } from "./virtuoso.js";
 
 const TD_CLASS = "https://www.w3.org/2019/wot/td#Thing";
 const TD_TITLE = "https://www.w3.org/2019/wot/td#title";
@@ -22,56 +17,7 @@ const IIOT = sample("iiot-device.tm.jsonld");
 /** A title beyond ASCII: Latin-1, a dash, a symbol, CJK, and a character outside the BMP (4 UTF-8 bytes). */
 const UNICODE_TITLE = "Gerät 6 — Température ✓ 温度 𝔸";
 
-/** A store adapter under test: the whole suite runs on each, over the same data. */
-interface Adapter {
-  /** Why the adapter cannot run here (the engine is missing), or undefined. */
-  unavailable(): string | undefined;
-  /** Starts the engine if there is one and opens a store with no TDs. */
-  open(): Promise<DirectoryStore>;
-  stop(): Promise<void>;
-  /**
-   * The search time limit of the suite. The embedded store stops a query in its worker at the limit.
-   * Virtuoso stops a query (the `timeout` parameter SparqlStore sends) only on a 2 s tick: a 300 ms
-   * limit stops at 2 s, a 2 s limit at 2 s or 4 s (measured, 7.2.5), while SparqlStore gives up
-   * waiting 1 s past the limit. At 300 ms every answer would be SparqlStore's own; at 2 s some are
-   * Virtuoso's (200 with X-SQL-State S1TAT). Either is a 400 Query Timeout after the limit.
-   */
-  timeoutMs: number;
-}
-
-function embedded(): Adapter {
-  return {
-    unavailable: () => undefined,
-    open: async () => {
-      const store = new EmbeddedStore(mkdtempSync(join(tmpdir(), "dtc-search-")));
-      await store.open();
-      return store;
-    },
-    stop: async () => {},
-    timeoutMs: 300,
-  };
-}
-
-/** A SparqlStore on a private Virtuoso (one per file), which starts with no TD graphs. */
-function remote(): Adapter {
-  let server: TestVirtuoso | undefined;
-  return {
-    unavailable: virtuosoUnavailable,
-    open: async () => {
-      server = await startVirtuoso();
-      const store = new SparqlStore({ queryUrl: server.queryUrl, updateUrl: server.updateUrl });
-      await store.open();
-      return store;
-    },
-    stop: async () => server?.stop(),
-    timeoutMs: 2_000,
-  };
-}
-
-describe.each([
-  ["embedded", embedded()],
-  ["remote SPARQL (Virtuoso)", remote()],
-] as const)("SPARQL search and named queries on the %s store", (_name, adapter) => {
+describe.each(storeAdapters())("SPARQL search and named queries on the %s store", (_name, adapter) => {
   const skip = adapter.unavailable();
   let store: DirectoryStore | undefined;
   let app: ReturnType<typeof createApp>;
@@ -88,7 +34,8 @@ describe.each([
 
   beforeAll(async () => {
     if (skip) return;
-    const opened = await adapter.open();
+    await adapter.start();
+    const opened = await adapter.fresh();
     store = opened;
     app = createApp({ version: "test", startedAt: 0, logger: createLogger("silent") });
     mountThingsApi(app, { store: opened });
@@ -96,7 +43,7 @@ describe.each([
       store: opened,
       named: await loadNamedQueries(),
       maxResults: 4,
-      timeoutMs: adapter.timeoutMs,
+      timeoutMs: adapter.queryTimeoutMs,
     });
     const registry = await sampleRegistry();
     for (const n of [1, 2, 3, 4, 5, 6]) {
@@ -277,10 +224,10 @@ describe.each([
     const body = await problemOf(await sparql(slow));
     const elapsed = performance.now() - started;
     expect(body).toMatchObject({ status: 400, title: "Query Timeout" });
-    expect(body.detail).toContain(`${adapter.timeoutMs} ms`);
+    expect(body.detail).toContain(`${adapter.queryTimeoutMs} ms`);
     // Stopped at the limit: it ran until then (it was not refused up front), and not much longer.
-    expect(elapsed).toBeGreaterThanOrEqual(adapter.timeoutMs);
-    expect(elapsed).toBeLessThan(adapter.timeoutMs + 5_000);
+    expect(elapsed).toBeGreaterThanOrEqual(adapter.queryTimeoutMs);
+    expect(elapsed).toBeLessThan(adapter.queryTimeoutMs + 5_000);
     const titles = (await (await sparql(TITLES)).json()) as Bindings;
     expect(titles.results.bindings).toHaveLength(4);
   });

@@ -1,9 +1,4 @@
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { EmbeddedStore } from "../src/directory/embedded-store.js";
-import { SparqlStore } from "../src/directory/sparql-store.js";
 import type { DirectoryStore } from "../src/directory/store.js";
 import { mergePatch, mountThingsApi } from "../src/directory/things-api.js";
 import { createApp } from "../src/http/app.js";
@@ -11,8 +6,8 @@ import { createLogger } from "../src/logger.js";
 import { instantiate } from "../src/wot/instantiate.js";
 import { DISCOVERY_CONTEXT_URL } from "../src/wot/jsonld-loader.js";
 import type { JsonObject } from "../src/wot/rdf.js";
+import { storeAdapters } from "./directory-stores.js";
 import { sample, sampleRegistry } from "./helpers.js";
-import { dropGraphs, startVirtuoso, type TestVirtuoso, virtuosoUnavailable } from "./virtuoso.js";
 
 let deviceTd: JsonObject;
 
@@ -33,62 +28,7 @@ const td = (id: string | undefined, title = "Thing"): JsonObject => {
   return copy;
 };
 
-/** A store adapter under test: the same suite runs on each. */
-interface Adapter {
-  /** Why the adapter cannot run here (the engine is missing), or undefined. */
-  unavailable(): string | undefined;
-  start(): Promise<void>;
-  stop(): Promise<void>;
-  /** An opened store with no TDs. */
-  fresh(): Promise<DirectoryStore>;
-  /** Another opened store on the same data: a restart, or a second gateway on a remote store. */
-  reopen(): Promise<DirectoryStore>;
-}
-
-function embedded(): Adapter {
-  let dir = "";
-  const open = async (store: DirectoryStore) => {
-    await store.open();
-    return store;
-  };
-  return {
-    unavailable: () => undefined,
-    start: async () => {},
-    stop: async () => {},
-    fresh: () => {
-      dir = mkdtempSync(join(tmpdir(), "dtc-dir-"));
-      return open(new EmbeddedStore(dir));
-    },
-    reopen: () => open(new EmbeddedStore(dir)),
-  };
-}
-
-/** A SparqlStore on a private Virtuoso (one per file); each test starts from no graphs. */
-function remote(): Adapter {
-  let server: TestVirtuoso;
-  const open = async () => {
-    const store = new SparqlStore({ queryUrl: server.queryUrl, updateUrl: server.updateUrl });
-    await store.open();
-    return store;
-  };
-  return {
-    unavailable: virtuosoUnavailable,
-    start: async () => {
-      server = await startVirtuoso();
-    },
-    stop: () => server?.stop(),
-    fresh: async () => {
-      await dropGraphs(server);
-      return open();
-    },
-    reopen: open,
-  };
-}
-
-describe.each([
-  ["embedded", embedded()],
-  ["remote SPARQL (Virtuoso)", remote()],
-] as const)("the Things API on the %s store", (_name, adapter) => {
+describe.each(storeAdapters())("the Things API on the %s store", (_name, adapter) => {
   const skip = adapter.unavailable();
   let store: DirectoryStore;
   let app: ReturnType<typeof createApp>;
