@@ -314,8 +314,11 @@ describe("the remote SPARQL store on Virtuoso", () => {
     const err = await store.query(slow, JSON_RESULTS, { timeoutMs: 1800 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(QueryError);
     expect((err as QueryError).kind).toBe("timeout");
-    // Virtuoso stopped the query itself (X-SQL-State: S1TAT) before the client gave up.
-    expect(((err as QueryError).cause as Error).message).toMatch(/stopped the query at its time limit/);
+    // Virtuoso stopped the query itself before the client gave up: with a partial answer
+    // (X-SQL-State: S1TAT) or, depending on where its 2 s tick falls, a server error.
+    expect(((err as QueryError).cause as Error).message).toMatch(
+      /stopped the query at its time limit|the SPARQL store answered 5\d\d/,
+    );
     expect(Date.now() - started).toBeLessThan(5000);
   });
 

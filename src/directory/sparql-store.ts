@@ -728,6 +728,7 @@ export class SparqlStore implements DirectoryStore {
     // The server stops too: it answers what it has so far with X-SQL-State: S1TAT (a timeout, below).
     if (this.#dialect === "virtuoso") params.timeout = String(timeoutMs);
     let body: string;
+    const sent = performance.now();
     try {
       ({ body } = await this.#post(
         this.#queryUrl,
@@ -740,7 +741,7 @@ export class SparqlStore implements DirectoryStore {
         clientTimeoutMs,
       ));
     } catch (err) {
-      throw this.#queryError(err, timeoutMs);
+      throw this.#queryError(err, timeoutMs, performance.now() - sent);
     }
     // Truncated results are an error, not an answer: a LIMIT within the cap is the client's own cut.
     // (sparqljs sets `limit` on every query form; its types only declare it for SELECT.)
@@ -776,7 +777,7 @@ export class SparqlStore implements DirectoryStore {
     return { body: writeSolutions(normalised(json), format), contentType: accept };
   }
 
-  #queryError(err: unknown, timeoutMs: number): unknown {
+  #queryError(err: unknown, timeoutMs: number, elapsedMs: number): unknown {
     if (err instanceof RequestTimeout) {
       return new QueryError("timeout", `the query ran longer than ${timeoutMs} ms`, { cause: err });
     }
@@ -786,7 +787,11 @@ export class SparqlStore implements DirectoryStore {
       err.status === 408 ||
       err.status === 504 ||
       err.sqlState === "S1T00" ||
-      /estimated execution time/i.test(err.text)
+      err.sqlState === "S1TAT" ||
+      /estimated execution time/i.test(err.text) ||
+      // A server error once the limit has passed: the store gave up on the query (Virtuoso answers
+      // some of its own timeouts so, depending on where in the query its 2 s tick falls).
+      (err.status >= 500 && elapsedMs >= timeoutMs)
     ) {
       return new QueryError("timeout", err.text || `the query ran longer than ${timeoutMs} ms`, {
         cause: err,
