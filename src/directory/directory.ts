@@ -4,7 +4,13 @@ import type { JsonObject } from "../wot/rdf.js";
 import { isObject } from "../wot/thing-model.js";
 import { ValidationError, validateThingDescription } from "../wot/validation.js";
 import type { ThingChange } from "./events.js";
-import { type DirectoryStore, type Registration, STATUS_GRAPH_PREFIX, type StoredThing } from "./store.js";
+import {
+  DIRECTORY_RECORDS_PREFIX,
+  type DirectoryStore,
+  type Registration,
+  STATUS_GRAPH_PREFIX,
+  type StoredThing,
+} from "./store.js";
 
 /**
  * The directory's write rules, shared by the Things API and the gateway's own registrations (twins'
@@ -37,7 +43,7 @@ export function isIri(id: string): boolean {
 }
 
 /** Ids the directory keeps for itself: twins' status graphs, the remote store's records. */
-export const RESERVED_ID_PREFIXES = [STATUS_GRAPH_PREFIX, "urn:dtc:directory:"];
+export const RESERVED_ID_PREFIXES = [STATUS_GRAPH_PREFIX, DIRECTORY_RECORDS_PREFIX];
 
 /** RFC 7396 JSON Merge Patch. */
 export function mergePatch(target: unknown, patch: unknown): unknown {

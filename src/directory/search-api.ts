@@ -1,8 +1,7 @@
 import type { Context, Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import Negotiator from "negotiator";
 import sparqljs from "sparqljs";
-import { problem } from "../http/problem.js";
+import { limitBody, problem } from "../http/problem.js";
 import { type NamedQueries, NamedQueryError } from "./named-queries.js";
 import { type DirectoryStore, QueryError } from "./store.js";
 
@@ -60,15 +59,7 @@ export function mountSearchApi(app: Hono, options: SearchApiOptions): void {
   const timeoutMs = options.timeoutMs ?? 5_000;
   const maxResults = options.maxResults ?? 10_000;
   const maxQueryBytes = options.maxQueryBytes ?? 64 * 1024;
-  const limited = bodyLimit({
-    maxSize: maxQueryBytes,
-    onError: (c) =>
-      problem(c, {
-        title: "Content Too Large",
-        status: 413,
-        detail: `queries are limited to ${maxQueryBytes} bytes`,
-      }),
-  });
+  const limited = limitBody(maxQueryBytes, "queries");
   const badRequest = (c: Context, detail: string, title = "Bad Request") =>
     problem(c, { title, status: 400, detail });
 

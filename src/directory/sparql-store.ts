@@ -4,6 +4,7 @@ import oxigraph from "oxigraph";
 import sparqljs from "sparqljs";
 import { toNQuads } from "../wot/rdf.js";
 import {
+  DIRECTORY_RECORDS_PREFIX,
   type DirectoryStore,
   QueryError,
   type QueryResult,
@@ -64,7 +65,7 @@ import {
  * it would have its graph collide with them, so put() refuses such ids (the API should reserve the
  * prefix like urn:dtc:status:).
  */
-export const DIRECTORY_NAMESPACE = "urn:dtc:directory:";
+export const DIRECTORY_NAMESPACE = DIRECTORY_RECORDS_PREFIX;
 const NS = DIRECTORY_NAMESPACE;
 /** The graph holding the directory's records (one per TD) and its revision. */
 export const RECORDS_GRAPH = `${NS}records`;

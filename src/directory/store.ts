@@ -64,6 +64,9 @@ export interface DirectoryStore {
 /** Prefix of the status graph IRIs the gateway writes for twins (lifecycle, entanglement). */
 export const STATUS_GRAPH_PREFIX = "urn:dtc:status:";
 
+/** Prefix of the IRIs the remote store keeps its own records under. */
+export const DIRECTORY_RECORDS_PREFIX = "urn:dtc:directory:";
+
 /** IRI of the status graph of the twin whose TD has id `tdId`. */
 export const statusGraph = (tdId: string): string => `${STATUS_GRAPH_PREFIX}${encodeURIComponent(tdId)}`;
 

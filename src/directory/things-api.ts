@@ -1,6 +1,5 @@
 import type { Context, Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
-import { problem } from "../http/problem.js";
+import { limitBody, problem } from "../http/problem.js";
 import { DISCOVERY_CONTEXT_URL } from "../wot/jsonld-loader.js";
 import type { JsonObject } from "../wot/rdf.js";
 import { isObject } from "../wot/thing-model.js";
@@ -63,15 +62,7 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): Directory 
   const maxDepth = options.maxDepth ?? 64;
   const maxLimit = options.maxLimit ?? 100;
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
-  const limited = bodyLimit({
-    maxSize: maxBodyBytes,
-    onError: (c) =>
-      problem(c, {
-        title: "Content Too Large",
-        status: 413,
-        detail: `request bodies are limited to ${maxBodyBytes} bytes`,
-      }),
-  });
+  const limited = limitBody(maxBodyBytes);
 
   const badRequest = (c: Context, detail: string) =>
     problem(c, { title: "Bad Request", status: 400, detail });
