@@ -37,6 +37,15 @@ export interface Config {
     /** How often expired TDs are purged, ms. */
     purgeIntervalMs: number;
   };
+  /** The manager's timers and the gateway's own node. */
+  manager: {
+    /** How often desired and actual instances are compared (and lost ones started again), ms. */
+    reconcileIntervalMs: number;
+    /** How often running twins' states are saved, ms. */
+    checkpointIntervalMs: number;
+    /** Tier of the gateway's own node `local`. */
+    localTier: "edge" | "mec" | "cloud";
+  };
   /** Origins browsers may call the API from; ["*"] = any. */
   corsOrigins: string[];
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -92,6 +101,18 @@ export const ENVIRONMENT = {
   DTC_PURGE_INTERVAL_MS: {
     default: "60000",
     doc: "How often TDs past their registration expiry are deleted, ms (1000-86400000).",
+  },
+  DTC_RECONCILE_INTERVAL_MS: {
+    default: "10000",
+    doc: "How often the manager compares the instances that should run with those that do, and starts lost ones again, ms (100-3600000).",
+  },
+  DTC_CHECKPOINT_INTERVAL_MS: {
+    default: "30000",
+    doc: "How often the state of each running twin that changed is saved under DTC_DATA_DIR (what a crash can lose), ms (100-3600000).",
+  },
+  DTC_NODE_TIER: {
+    default: "edge",
+    doc: "Tier of the gateway's own DTC Node `local` (in-process twins): edge, mec or cloud.",
   },
   DTC_CORS_ORIGINS: {
     default: "*",
@@ -173,6 +194,9 @@ const schema = z
     DTC_MAX_BODY_BYTES: wholeNumber(1024, 100 * 1024 * 1024, "bytes"),
     DTC_STATUS_INTERVAL_MS: wholeNumber(100, 3_600_000, "ms"),
     DTC_PURGE_INTERVAL_MS: wholeNumber(1000, 86_400_000, "ms"),
+    DTC_RECONCILE_INTERVAL_MS: wholeNumber(100, 3_600_000, "ms"),
+    DTC_CHECKPOINT_INTERVAL_MS: wholeNumber(100, 3_600_000, "ms"),
+    DTC_NODE_TIER: z.enum(["edge", "mec", "cloud"]),
     DTC_CORS_ORIGINS: origins,
     DTC_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
   })
@@ -242,6 +266,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxBodyBytes: v.DTC_MAX_BODY_BYTES,
       statusIntervalMs: v.DTC_STATUS_INTERVAL_MS,
       purgeIntervalMs: v.DTC_PURGE_INTERVAL_MS,
+    },
+    manager: {
+      reconcileIntervalMs: v.DTC_RECONCILE_INTERVAL_MS,
+      checkpointIntervalMs: v.DTC_CHECKPOINT_INTERVAL_MS,
+      localTier: v.DTC_NODE_TIER,
     },
     corsOrigins: v.DTC_CORS_ORIGINS,
     logLevel: v.DTC_LOG_LEVEL,

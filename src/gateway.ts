@@ -1,5 +1,6 @@
 import { mkdirSync } from "node:fs";
 import type { AddressInfo } from "node:net";
+import { availableParallelism, totalmem } from "node:os";
 import { join } from "node:path";
 import { serve } from "@hono/node-server";
 import type { Config } from "./config.js";
@@ -14,14 +15,20 @@ import { mountSearchApi } from "./directory/search-api.js";
 import { SparqlStore } from "./directory/sparql-store.js";
 import type { DirectoryStore } from "./directory/store.js";
 import { mountThingsApi } from "./directory/things-api.js";
-import { publishTwins, TwinStatusPublisher } from "./directory/twin-status.js";
+import { TwinStatusPublisher } from "./directory/twin-status.js";
 import { mountWellKnown } from "./directory/well-known.js";
 import { createApp } from "./http/app.js";
 import { mountTwinsProxy } from "./http/twins-proxy.js";
 import type { Logger } from "./logger.js";
+import { mountManagerApi } from "./manager/api.js";
+import { Inventory } from "./manager/inventory.js";
+import { DtcManager } from "./manager/manager.js";
+import { ManagerStore } from "./manager/manager-store.js";
+import { MANAGER_TD_ID, managerThingDescription } from "./manager/manager-td.js";
 import { type EmbeddedBroker, startEmbeddedBroker } from "./mqtt/embedded-broker.js";
+import { measureBrokerLatency } from "./mqtt/latency.js";
 import { packageVersion, thingModelsDir } from "./paths.js";
-import { TwinRuntime } from "./runtime/twin-runtime.js";
+import { InProcessDriver } from "./platforms/in-process/driver.js";
 import { loadThingModels, ThingModelRegistry } from "./wot/model-registry.js";
 
 export interface Gateway {
@@ -34,8 +41,10 @@ export interface Gateway {
   directory: Directory;
   /** Twins' status graphs in the directory. */
   twinStatus: TwinStatusPublisher;
-  /** The twins running in this process, reachable at {url}/twins/{id}. */
-  twins: TwinRuntime;
+  /** The DTC Manager: inventory, deployment and management of twins (the /api routes). */
+  manager: DtcManager;
+  /** The in-process platform driver (twins in this process: node `local` and other in-process nodes). */
+  inProcess: InProcessDriver;
   close(): Promise<void>;
 }
 
@@ -70,13 +79,45 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
 
   // Known once listening; the routes read it per request.
   let publicBase = "";
+  const base = () => publicBase;
+  const managerStore = new ManagerStore(join(config.dataDir, "manager.sqlite"));
+  const inventory = new Inventory({
+    store: managerStore,
+    registry: models,
+    directory: store,
+    publicBase: base,
+    logger,
+  });
+  const inProcess = new InProcessDriver({
+    registry: models,
+    brokerUrl,
+    // node-wot's HTTP servers listen on loopback only; consumers go through {url}/twins/.
+    httpBaseUri: () => `${publicBase}/twins`,
+    pushIntervalMs: config.entanglementIntervalMs,
+    logger,
+  });
+  const manager = new DtcManager({
+    store: managerStore,
+    inventory,
+    drivers: [inProcess],
+    directory,
+    twinStatus,
+    publicBase: base,
+    reconcileIntervalMs: config.manager.reconcileIntervalMs,
+    checkpointIntervalMs: config.manager.checkpointIntervalMs,
+    logger,
+  });
+
   const app = createApp({
     version: packageVersion,
     startedAt: Date.now(),
     logger,
     corsOrigins: config.corsOrigins,
   });
-  mountWellKnown(app, { baseUrl: () => publicBase });
+  mountWellKnown(app, {
+    baseUrl: base,
+    links: () => [{ rel: "service-desc", href: `${publicBase}/api/td`, type: "application/td+json" }],
+  });
   mountThingsApi(app, { directory, maxBodyBytes: limits.maxBodyBytes });
   mountSearchApi(app, {
     store,
@@ -86,8 +127,8 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   });
   mountJsonPathSearch(app, { store, timeoutMs: limits.searchTimeoutMs });
   mountNotificationsApi(app, { events });
-  let twins: TwinRuntime | undefined;
-  mountTwinsProxy(app, () => (twins as TwinRuntime).digital.httpListenUrl);
+  mountManagerApi(app, { manager, maxBodyBytes: limits.maxBodyBytes, publicBase: base, logger });
+  mountTwinsProxy(app, (id) => manager.httpTarget(id));
   const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host });
   await new Promise<void>((resolve, reject) => {
     server.once("listening", resolve);
@@ -105,43 +146,61 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     });
 
   try {
-    // node-wot's HTTP server listens on loopback only; consumers go through {url}/twins/.
-    twins = await TwinRuntime.start({
-      registry: models,
-      brokerUrl,
-      http: { port: 0, address: "127.0.0.1", baseUri: `${publicBase}/twins` },
-      pushIntervalMs: config.entanglementIntervalMs,
-      logger,
+    await inventory.open(schemas);
+    // The gateway's own node: in-process twins, as far from the PTs as the broker is.
+    const latencyMs = await measureBrokerLatency(brokerUrl).catch((err) => {
+      logger.warn(
+        { err: (err as Error).message },
+        "could not measure the broker's latency; node local says 0 ms",
+      );
+      return 0;
     });
+    await inventory.registerNode(
+      {
+        id: "local",
+        platform: "in-process",
+        tier: config.manager.localTier,
+        capabilities: { cpu: availableParallelism(), memory: Math.floor(totalmem() / 2 ** 20), gpu: 0 },
+        labels: { gateway: "true" },
+        latencyMs,
+      },
+      { builtIn: true, replace: true },
+    );
+    await directory.put(MANAGER_TD_ID, managerThingDescription(publicBase));
+    await manager.open();
   } catch (err) {
     events.close();
     await closeServer();
+    await manager.close().catch(() => undefined);
     await embedded?.close();
     purge.stop();
     twinStatus.close();
     await store.close();
+    managerStore.close();
     throw err;
   }
   logger.info({ url, version: packageVersion, brokerUrl }, "dtc gateway listening");
 
-  const runtime = twins;
-  publishTwins(runtime, directory, twinStatus, { placement: { platform: "InProcess" }, logger });
   return {
     url,
     brokerUrl,
     models,
     directory,
     twinStatus,
-    twins: runtime,
+    manager,
+    inProcess,
     close: async () => {
       // Open event streams would hold the server's close open.
       events.close();
       await closeServer();
       purge.stop();
+      await twinStatus.flush();
       twinStatus.close();
-      await runtime.close();
+      // Saves every twin's state; the instances stay desired, so the next start brings them back.
+      await manager.close();
       await embedded?.close();
       await store.close();
+      managerStore.close();
     },
   };
 }

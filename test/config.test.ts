@@ -23,6 +23,7 @@ describe("configuration from the environment", () => {
         statusIntervalMs: 5000,
         purgeIntervalMs: 60000,
       },
+      manager: { reconcileIntervalMs: 10000, checkpointIntervalMs: 30000, localTier: "edge" },
       corsOrigins: ["*"],
       logLevel: "info",
     });
@@ -46,6 +47,9 @@ describe("configuration from the environment", () => {
       DTC_MAX_BODY_BYTES: "65536",
       DTC_STATUS_INTERVAL_MS: "1000",
       DTC_PURGE_INTERVAL_MS: "10000",
+      DTC_RECONCILE_INTERVAL_MS: "2000",
+      DTC_CHECKPOINT_INTERVAL_MS: "5000",
+      DTC_NODE_TIER: "mec",
       DTC_CORS_ORIGINS: "https://app.example, http://localhost:5173",
       DTC_LOG_LEVEL: "debug",
     });
@@ -70,6 +74,7 @@ describe("configuration from the environment", () => {
         statusIntervalMs: 1000,
         purgeIntervalMs: 10000,
       },
+      manager: { reconcileIntervalMs: 2000, checkpointIntervalMs: 5000, localTier: "mec" },
       corsOrigins: ["https://app.example", "http://localhost:5173"],
       logLevel: "debug",
     });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { loadNamedQueries } from "../src/directory/named-queries.js";
 import { mountSearchApi } from "../src/directory/search-api.js";
-import type { DirectoryStore } from "../src/directory/store.js";
+import { type DirectoryStore, statusGraph } from "../src/directory/store.js";
 import { mountThingsApi } from "../src/directory/things-api.js";
 import { statusTriples } from "../src/directory/twin-status.js";
 import { createApp } from "../src/http/app.js";
@@ -74,16 +74,16 @@ describe.each(storeAdapters())("SPARQL search and named queries on the %s store"
       entangled: odte >= 0.9,
       windowFilled: true,
     });
-    await opened.putStatus(
-      "urn:dtc:twin:d1",
+    await opened.putGraph(
+      statusGraph("urn:dtc:twin:d1"),
       statusTriples("urn:dtc:twin:d1", {
         state: "Entangled",
         entanglement: figures(0.97),
         platform: "InProcess",
       }),
     );
-    await opened.putStatus(
-      "urn:dtc:twin:d2",
+    await opened.putGraph(
+      statusGraph("urn:dtc:twin:d2"),
       statusTriples("urn:dtc:twin:d2", { state: "Disentangled", entanglement: figures(0.4) }),
     );
   });

@@ -111,7 +111,7 @@ describe("the embedded store", () => {
   it("ends a query running past its time limit without blocking, then answers the next ones in full", async () => {
     const ids = range(300, "urn:slow:");
     for (const id of ids) await store.put(thing(id));
-    await store.putStatus("urn:slow:1", statusOf("urn:slow:1", "Running"));
+    await store.putGraph(statusGraph("urn:slow:1"), statusOf("urn:slow:1", "Running"));
     await store.indexed();
 
     let ticks = 0;
@@ -125,7 +125,7 @@ describe("the embedded store", () => {
       await store.delete("urn:slow:0");
       await store.put(thing("urn:slow:late"));
       await store.put(thing("urn:slow:2", "Replaced"));
-      await store.putStatus("urn:slow:2", statusOf("urn:slow:2", "Running"));
+      await store.putGraph(statusGraph("urn:slow:2"), statusOf("urn:slow:2", "Running"));
       const behind = indexedIds(store);
 
       const err = await rejection(slow);
@@ -138,8 +138,8 @@ describe("the embedded store", () => {
 
       // Writes while the index is rebuilt.
       await store.put(thing("urn:slow:rebuild"));
-      await store.deleteStatus("urn:slow:1");
-      await store.putStatus("urn:slow:3", statusOf("urn:slow:3", "Suspended"));
+      await store.deleteGraph(statusGraph("urn:slow:1"));
+      await store.putGraph(statusGraph("urn:slow:3"), statusOf("urn:slow:3", "Suspended"));
 
       const expected = [...ids.filter((id) => id !== "urn:slow:0"), "urn:slow:late"].sort();
       // The query that waited sees at least every write acknowledged before it (the rebuilt index
@@ -173,8 +173,8 @@ describe("the embedded store", () => {
       td: { ...thing("urn:bad:1").td, "@context": "https://example.org/x" },
     });
     await store.put(thing("urn:bad:2"));
-    await store.putStatus("urn:bad:2", "this is not N-Triples");
-    await store.putStatus("urn:bad:1", statusOf("urn:bad:1", "Running"));
+    await store.putGraph(statusGraph("urn:bad:2"), "this is not N-Triples");
+    await store.putGraph(statusGraph("urn:bad:1"), statusOf("urn:bad:1", "Running"));
     expect(await indexedIds(store)).toEqual(["urn:bad:2"]);
     expect(await twinsWithStatus(store)).toEqual(["urn:bad:1"]);
     expect(failures).toEqual(["urn:bad:1", statusGraph("urn:bad:2")]);
@@ -324,9 +324,9 @@ describe("the embedded store", () => {
     await store.delete("urn:qc:1");
     expect(await titles()).toEqual(["urn:qc:2=Thing"]);
     expect(await twinsWithStatus(store)).toEqual([]);
-    await store.putStatus("urn:qc:2", statusOf("urn:qc:2", "Running"));
+    await store.putGraph(statusGraph("urn:qc:2"), statusOf("urn:qc:2", "Running"));
     expect(await twinsWithStatus(store)).toEqual(["urn:qc:2"]);
-    await store.deleteStatus("urn:qc:2");
+    await store.deleteGraph(statusGraph("urn:qc:2"));
     expect(await twinsWithStatus(store)).toEqual([]);
   });
 

@@ -11,7 +11,33 @@ import { type Gateway, startGateway } from "../src/gateway.js";
 import { createLogger } from "../src/logger.js";
 import { projectRoot } from "../src/paths.js";
 import { IiotDeviceSimulator } from "../src/simulator/index.js";
-import { sample, waitFor } from "./helpers.js";
+import { waitFor } from "./helpers.js";
+
+const FAST = { expectedUpdateRate: 10, odteWindow: 2, desiredTimeliness: 50 };
+
+/** Starts an IIoT twin on node local through the manager's API; returns the instance. */
+async function startTwin(gateway: Gateway, id: string, fidelity?: object): Promise<Record<string, unknown>> {
+  const res = await fetch(`${gateway.url}/api/instances`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({
+      package: "iiot-device",
+      node: "local",
+      id,
+      configuration: { DEVICE_ID: id },
+      fidelity,
+    }),
+  });
+  const body = (await res.json()) as Record<string, unknown>;
+  expect(res.status, JSON.stringify(body)).toBe(201);
+  return body;
+}
+
+const lifecycleOf = async (gateway: Gateway, id: string) =>
+  ((await (await fetch(`${gateway.url}/api/instances/${id}`)).json()) as { lifecycle: string }).lifecycle;
+
+const removeTwin = async (gateway: Gateway, id: string) =>
+  expect((await fetch(`${gateway.url}/api/instances/${id}`, { method: "DELETE" })).status).toBe(204);
 
 describe("gateway (in-process)", () => {
   let gateway: Gateway;
@@ -50,13 +76,7 @@ describe("gateway (in-process)", () => {
 
   it("serves its twins at {url}/twins/{id}: a node-wot client reads and observes one fed through the embedded broker", async () => {
     const sim = new IiotDeviceSimulator({ id: "gw1", brokerUrl: gateway.brokerUrl, rate: 10 });
-    const twin = await gateway.twins.create({
-      id: "gw1",
-      schema: sample("iiot-device.tm.jsonld"),
-      placeholders: { DEVICE_ID: "gw1" },
-      fidelity: { expectedUpdateRate: 10, odteWindow: 2, desiredTimeliness: 50 },
-    });
-    const td = gateway.twins.description("gw1");
+    const { td } = (await startTwin(gateway, "gw1", FAST)) as { td: Record<string, unknown> };
     const hrefs = JSON.stringify(td.properties);
     expect(hrefs).toContain(`"${gateway.url}/twins/gw1/properties/temperature"`);
     const servient = new Servient();
@@ -70,7 +90,7 @@ describe("gateway (in-process)", () => {
       // waits (Bound and Entangled can come within one re-poll), so the final state is read.
       await sim.start();
       await waitFor("a lifecycle change observed through the gateway", () => states.length > 0);
-      await waitFor("Entangled", () => twin.lifecycleState === "Entangled");
+      await waitFor("Entangled", async () => (await lifecycleOf(gateway, "gw1")) === "Entangled");
       expect(await (await thing.readProperty("lifecycleState")).value()).toBe("Entangled");
       expect(typeof (await (await thing.readProperty("temperature")).value())).toBe("number");
       const commanded = new Promise((resolve) => sim.once("command", resolve));
@@ -80,19 +100,14 @@ describe("gateway (in-process)", () => {
     } finally {
       await servient.shutdown();
       await sim.stop();
-      await gateway.twins.remove("gw1");
+      await removeTwin(gateway, "gw1");
     }
   });
 
   it("publishes its twins to the directory with their status: found by a named query while Entangled, gone once removed", async () => {
     const sim = new IiotDeviceSimulator({ id: "dir1", brokerUrl: gateway.brokerUrl, rate: 10 });
     await sim.start();
-    const twin = await gateway.twins.create({
-      id: "dir1",
-      schema: sample("iiot-device.tm.jsonld"),
-      placeholders: { DEVICE_ID: "dir1" },
-      fidelity: { expectedUpdateRate: 10, odteWindow: 2, desiredTimeliness: 50 },
-    });
+    await startTwin(gateway, "dir1", FAST);
     const tdUrl = `${gateway.url}/things/${encodeURIComponent("urn:dtc:twin:dir1")}`;
     const entangled = `${gateway.url}/search/named/twins-by-entanglement?minOdte=0.9&state=Entangled`;
     const things = async (url: string) =>
@@ -103,7 +118,7 @@ describe("gateway (in-process)", () => {
       await waitFor("the twin's TD in the directory", async () => (await fetch(tdUrl)).status === 200);
       const td = (await (await fetch(tdUrl)).json()) as { properties: Record<string, unknown> };
       expect(Object.keys(td.properties)).toContain("entanglement");
-      await waitFor("Entangled", () => twin.lifecycleState === "Entangled");
+      await waitFor("Entangled", async () => (await lifecycleOf(gateway, "dir1")) === "Entangled");
       await waitFor("the twin found by twins-by-entanglement", async () =>
         (await things(entangled)).includes("urn:dtc:twin:dir1"),
       );
@@ -119,7 +134,7 @@ describe("gateway (in-process)", () => {
       );
     } finally {
       await sim.stop();
-      await gateway.twins.remove("dir1");
+      await removeTwin(gateway, "dir1");
     }
     await waitFor("the TD removed from the directory", async () => (await fetch(tdUrl)).status === 404);
     expect(await things(`${gateway.url}/search/named/twins-by-lifecycle?state=Unbound`)).not.toContain(
@@ -148,14 +163,12 @@ describe("gateway shutdown", () => {
       loadConfig({ DTC_PORT: "0", DTC_MQTT_PORT: "0", DTC_DATA_DIR: dataDir }),
       createLogger("silent"),
     );
-    await gateway.twins.create({
-      id: "idle",
-      schema: sample("iiot-device.tm.jsonld"),
-      placeholders: { DEVICE_ID: "idle" },
-    });
+    await startTwin(gateway, "idle");
+    const local = gateway.inProcess.runtimeOf("local");
+    if (!local) throw new Error("node local has no runtime after a start");
     // No PT: these observations wait for a change that never comes, one through the gateway, one
     // straight at node-wot's server (as a consumer in the same host may).
-    const polls = [`${gateway.url}/twins`, gateway.twins.digital.httpListenUrl].map((base) =>
+    const polls = [`${gateway.url}/twins`, local.digital.httpListenUrl].map((base) =>
       fetch(`${base}/idle/properties/lifecycleState/observable`).catch((err) => err),
     );
     await waitFor("the long poll to reach the twin", async () => {

@@ -421,8 +421,8 @@ describe("the remote SPARQL store on Virtuoso", () => {
     const status = (state: string) =>
       `<${tdId}> <https://w3id.org/dtc#lifecycleState> <https://w3id.org/dtc#${state}> .\n` +
       `<${tdId}> <https://w3id.org/dtc#entanglement> _:e .\n_:e <https://w3id.org/dtc#odte> "0.99"^^<http://www.w3.org/2001/XMLSchema#double> .\n`;
-    await store.putStatus(tdId, status("Entangled"));
-    await store.putStatus(tdId, status("Disentangled"));
+    await store.putGraph(statusGraph(tdId), status("Entangled"));
+    await store.putGraph(statusGraph(tdId), status("Disentangled"));
     const query = `SELECT ?state ?odte WHERE { GRAPH <${graph}> { ?t <https://w3id.org/dtc#lifecycleState> ?state ; <https://w3id.org/dtc#entanglement> ?e . ?e <https://w3id.org/dtc#odte> ?odte } }`;
     expect((await select(store, query)).results?.bindings).toEqual([
       {
@@ -430,8 +430,8 @@ describe("the remote SPARQL store on Virtuoso", () => {
         odte: { type: "literal", value: "0.99", datatype: "http://www.w3.org/2001/XMLSchema#double" },
       },
     ]);
-    await expect(store.putStatus(tdId, "<not n-triples")).rejects.toBeInstanceOf(StoreError);
-    await store.deleteStatus(tdId);
+    await expect(store.putGraph(statusGraph(tdId), "<not n-triples")).rejects.toBeInstanceOf(StoreError);
+    await store.deleteGraph(statusGraph(tdId));
     expect((await select(store, query)).results?.bindings).toEqual([]);
   });
 

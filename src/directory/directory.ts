@@ -7,6 +7,7 @@ import type { ThingChange } from "./events.js";
 import {
   DIRECTORY_RECORDS_PREFIX,
   type DirectoryStore,
+  INVENTORY_GRAPH_PREFIX,
   type Registration,
   STATUS_GRAPH_PREFIX,
   type StoredThing,
@@ -43,7 +44,7 @@ export function isIri(id: string): boolean {
 }
 
 /** Ids the directory keeps for itself: twins' status graphs, the remote store's records. */
-export const RESERVED_ID_PREFIXES = [STATUS_GRAPH_PREFIX, DIRECTORY_RECORDS_PREFIX];
+export const RESERVED_ID_PREFIXES = [STATUS_GRAPH_PREFIX, INVENTORY_GRAPH_PREFIX, DIRECTORY_RECORDS_PREFIX];
 
 /** RFC 7396 JSON Merge Patch. */
 export function mergePatch(target: unknown, patch: unknown): unknown {

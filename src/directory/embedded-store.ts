@@ -5,7 +5,7 @@ import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import type { FromIndexWorker, IndexWorkerInit, ToIndexWorker } from "./index-worker.js";
 import type { DirectoryStore, QueryResult, Registration, StoredThing } from "./store.js";
-import { QueryError, StoreError } from "./store.js";
+import { assertGatewayGraph, QueryError, StoreError } from "./store.js";
 
 /**
  * The embedded store: SQLite (WAL, synchronous=FULL) is the system of record on disk; the SPARQL
@@ -110,8 +110,8 @@ export class EmbeddedStore implements DirectoryStore {
   #nextQid = 0;
   /** The query the worker is running. */
   #running: number | undefined;
-  /** The latest status graph of each TD: not in the record, a rebuilt index gets them from here. */
-  readonly #status = new Map<string, string>();
+  /** The gateway's own graphs (status, inventory) by IRI: not in the record, a rebuilt index gets them from here. */
+  readonly #graphs = new Map<string, string>();
   readonly #failures = new Map<string, string>();
   /** Writes waiting for the commit scheduled (setImmediate) when the first of them arrived. */
   #writes: Write[] = [];
@@ -286,18 +286,20 @@ export class EmbeddedStore implements DirectoryStore {
   }
 
   /** Resolves once posted: queries after it see it; a failure to load it is an index failure. */
-  async putStatus(tdId: string, ntriples: string): Promise<void> {
+  async putGraph(graph: string, ntriples: string): Promise<void> {
     this.#assertOpen();
-    this.#status.set(tdId, ntriples);
+    assertGatewayGraph(graph);
+    this.#graphs.set(graph, ntriples);
     this.#generation++;
-    this.#post({ type: "putStatus", tdId, ntriples });
+    this.#post({ type: "putGraph", graph, ntriples });
   }
 
-  async deleteStatus(tdId: string): Promise<void> {
+  async deleteGraph(graph: string): Promise<void> {
     this.#assertOpen();
-    this.#status.delete(tdId);
+    assertGatewayGraph(graph);
+    this.#graphs.delete(graph);
     this.#generation++;
-    this.#post({ type: "deleteStatus", tdId });
+    this.#post({ type: "deleteGraph", graph });
   }
 
   /** Commits the writes still waiting, ends the worker and closes the record. */
@@ -313,7 +315,7 @@ export class EmbeddedStore implements DirectoryStore {
     this.#requests.clear();
     await worker?.terminate();
     // Status graphs are not part of the record: the gateway writes them again after a restart.
-    this.#status.clear();
+    this.#graphs.clear();
     this.#failures.clear();
     this.#results.clear();
     this.#resultChars = 0;
@@ -410,7 +412,7 @@ export class EmbeddedStore implements DirectoryStore {
     const init: IndexWorkerInit = {
       dbPath: this.#dbPath,
       cachePath: join(this.#dir, "index-cache.sqlite"),
-      status: [...this.#status],
+      graphs: [...this.#graphs],
       failed: [...this.#failures.keys()],
     };
     const worker = new Worker(workerEntry, { workerData: init });

@@ -3,7 +3,6 @@ import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
 import oxigraph from "oxigraph";
 import { toNQuads } from "../wot/rdf.js";
-import { statusGraph } from "./store.js";
 
 /**
  * The embedded store's SPARQL index, in a worker thread: an in-memory Oxigraph store holding each TD
@@ -25,8 +24,8 @@ export interface IndexWorkerInit {
   dbPath: string;
   /** The N-Quads cache (created when missing; recreated when unreadable). */
   cachePath: string;
-  /** The status graphs (N-Triples by TD id): not in the record, the main thread remembers them. */
-  status: [tdId: string, ntriples: string][];
+  /** The gateway's own graphs (N-Triples by graph IRI): not in the record, the main thread remembers them. */
+  graphs: [graph: string, ntriples: string][];
   /** Ids (TD ids, status graph IRIs) the main thread holds as index failures. */
   failed: string[];
 }
@@ -36,8 +35,8 @@ export type ToIndexWorker =
   /** `rev`: the record's revision the write committed as. `td`: the TD as JSON text. */
   | { type: "put"; rev: number; id: string; td: string }
   | { type: "delete"; rev: number; id: string }
-  | { type: "putStatus"; tdId: string; ntriples: string }
-  | { type: "deleteStatus"; tdId: string }
+  | { type: "putGraph"; graph: string; ntriples: string }
+  | { type: "deleteGraph"; graph: string }
   | { type: "query"; qid: number; sparql: string; accept: string }
   /** Answered with `synced` once everything posted before it is indexed. */
   | { type: "sync"; qid: number };
@@ -235,8 +234,7 @@ async function indexThing(id: string, td: string, rev: number): Promise<void> {
   }
 }
 
-function loadStatus(tdId: string, ntriples: string): void {
-  const graph = statusGraph(tdId);
+function loadGraph(graph: string, ntriples: string): void {
   dropGraph(graph);
   try {
     index.load(ntriples, {
@@ -281,7 +279,7 @@ async function rebuild(): Promise<void> {
   cache.deleteStale(snapshot.stale);
   for (const row of snapshot.missing) await indexThing(row.id, row.td as string, row.rev);
   cache.commit();
-  for (const [tdId, ntriples] of init.status) loadStatus(tdId, ntriples);
+  for (const [graph, ntriples] of init.graphs) loadGraph(graph, ntriples);
   post({ type: "ready" });
 }
 
@@ -371,11 +369,11 @@ async function handle(message: ToIndexWorker): Promise<void> {
         failed.delete(message.id);
       }
       return;
-    case "putStatus":
-      loadStatus(message.tdId, message.ntriples);
+    case "putGraph":
+      loadGraph(message.graph, message.ntriples);
       return;
-    case "deleteStatus":
-      dropGraph(statusGraph(message.tdId));
+    case "deleteGraph":
+      dropGraph(message.graph);
       return;
     case "query":
       // Conversions so far go to the cache first: a query ended for its time limit ends the

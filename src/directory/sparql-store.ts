@@ -4,6 +4,7 @@ import oxigraph from "oxigraph";
 import sparqljs from "sparqljs";
 import { toNQuads } from "../wot/rdf.js";
 import {
+  assertGatewayGraph,
   DIRECTORY_RECORDS_PREFIX,
   type DirectoryStore,
   QueryError,
@@ -11,7 +12,6 @@ import {
   type Registration,
   type StoredThing,
   StoreError,
-  statusGraph,
 } from "./store.js";
 
 /**
@@ -809,25 +809,22 @@ export class SparqlStore implements DirectoryStore {
     return err;
   }
 
-  async putStatus(tdId: string, ntriples: string): Promise<void> {
+  async putGraph(graph: string, ntriples: string): Promise<void> {
     this.#assertOpen();
-    const graph = statusGraph(tdId);
-    const requests = replaceGraph(
-      graph,
-      parseQuads(ntriples, "application/n-triples", `the status of ${tdId}`),
-    );
+    assertGatewayGraph(graph);
+    const requests = replaceGraph(graph, parseQuads(ntriples, "application/n-triples", `graph ${graph}`));
     await this.#writes.run(graph, () =>
       this.#retrying(async () => {
-        for (const request of requests) await this.#update(request, `writing the status of ${tdId}`);
+        for (const request of requests) await this.#update(request, `writing graph ${graph}`);
       }),
     );
   }
 
-  async deleteStatus(tdId: string): Promise<void> {
+  async deleteGraph(graph: string): Promise<void> {
     this.#assertOpen();
-    const graph = statusGraph(tdId);
+    assertGatewayGraph(graph);
     await this.#writes.run(graph, () =>
-      this.#retrying(() => this.#update(`DROP SILENT GRAPH ${iri(graph)}`, `deleting the status of ${tdId}`)),
+      this.#retrying(() => this.#update(`DROP SILENT GRAPH ${iri(graph)}`, `deleting graph ${graph}`)),
     );
   }
 

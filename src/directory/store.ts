@@ -50,14 +50,14 @@ export interface DirectoryStore {
    */
   query(sparql: string, accept: string, options?: { timeoutMs?: number }): Promise<QueryResult>;
   /**
-   * Replaces the status graph of a twin's TD (`urn:dtc:status:` + encoded TD id) with the
-   * triples of `ntriples` (N-Triples). Written by the gateway only,
-   * never from client input; not part of the durable record (the gateway rewrites it after a
-   * restart).
+   * Replaces a gateway-owned graph (a twin's status graph, or an inventory graph: see
+   * `isGatewayGraph`) with the triples of `ntriples` (N-Triples). Written by the gateway only,
+   * never from client input; not part of the durable record (the gateway rewrites these graphs
+   * after a restart).
    */
-  putStatus(tdId: string, ntriples: string): Promise<void>;
-  /** Drops a twin's status graph (no-op when there is none). */
-  deleteStatus(tdId: string): Promise<void>;
+  putGraph(graph: string, ntriples: string): Promise<void>;
+  /** Drops a gateway-owned graph (no-op when there is none). */
+  deleteGraph(graph: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -67,8 +67,26 @@ export const STATUS_GRAPH_PREFIX = "urn:dtc:status:";
 /** Prefix of the IRIs the remote store keeps its own records under. */
 export const DIRECTORY_RECORDS_PREFIX = "urn:dtc:directory:";
 
+/** Prefix of the graphs describing the manager's inventory (schemas, packages, nodes). */
+export const INVENTORY_GRAPH_PREFIX = "urn:dtc:inventory:";
+
 /** IRI of the status graph of the twin whose TD has id `tdId`. */
 export const statusGraph = (tdId: string): string => `${STATUS_GRAPH_PREFIX}${encodeURIComponent(tdId)}`;
+
+/** IRI of the inventory graph describing `iri` (a DT Schema, DT Package or DTC Node). */
+export const inventoryGraph = (iri: string): string => `${INVENTORY_GRAPH_PREFIX}${encodeURIComponent(iri)}`;
+
+/** Whether `graph` is one the gateway writes itself (never a TD's graph). */
+export const isGatewayGraph = (graph: string): boolean =>
+  graph.startsWith(STATUS_GRAPH_PREFIX) || graph.startsWith(INVENTORY_GRAPH_PREFIX);
+
+export function assertGatewayGraph(graph: string): void {
+  if (!isGatewayGraph(graph)) {
+    throw new StoreError(
+      `${graph} is not a gateway graph (${STATUS_GRAPH_PREFIX}, ${INVENTORY_GRAPH_PREFIX})`,
+    );
+  }
+}
 
 export class StoreError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {

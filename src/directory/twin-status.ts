@@ -2,10 +2,8 @@ import oxigraph from "oxigraph";
 import type { EntanglementFigures } from "../domain/entanglement.js";
 import type { LifecycleState } from "../domain/lifecycle.js";
 import type { Logger } from "../logger.js";
-import type { Twin } from "../runtime/twin.js";
-import type { TwinRuntime } from "../runtime/twin-runtime.js";
-import type { Directory } from "./directory.js";
-import type { DirectoryStore } from "./store.js";
+import type { InstanceStatus, StatusListener } from "../platforms/driver.js";
+import { type DirectoryStore, statusGraph } from "./store.js";
 
 /**
  * Twins' status graphs: the directory's record of each twin's lifecycle state and latest
@@ -22,10 +20,17 @@ const XSD = "http://www.w3.org/2001/XMLSchema#";
 
 export type PlatformName = "InProcess" | "Docker" | "Kubernetes";
 
-/** Where a twin runs: the DTC Node's IRI and the platform. */
+/** Where a twin runs and what it runs: the IRIs of its DTC Node and DT Package, and the platform. */
 export interface TwinPlacement {
   node?: string;
+  package?: string;
   platform?: PlatformName;
+}
+
+/** What the publisher watches: a running instance (a platform driver's handle). */
+export interface StatusSource {
+  status(): InstanceStatus;
+  onStatus(listener: StatusListener): () => void;
 }
 
 export interface TwinStatus extends TwinPlacement {
@@ -55,6 +60,7 @@ export function statusTriples(tdId: string, status: TwinStatus): string {
     );
   }
   if (status.node !== undefined) triples.push([thing, iri(`${DTC}node`), iri(status.node)]);
+  if (status.package !== undefined) triples.push([thing, iri(`${DTC}package`), iri(status.package)]);
   if (status.platform !== undefined)
     triples.push([thing, iri(`${DTC}platform`), iri(`${DTC}${status.platform}`)]);
   return triples.map(([s, p, o]) => `${s} ${p} ${o} .\n`).join("");
@@ -68,7 +74,7 @@ export interface TwinStatusOptions {
 }
 
 interface Watched {
-  twin: Twin;
+  source: StatusSource;
   tdId: string;
   placement: TwinPlacement;
   unlisten: () => void;
@@ -92,16 +98,19 @@ export class TwinStatusPublisher {
     this.#timer.unref();
   }
 
-  /** Publishes `twin`'s status under `tdId` now and whenever it changes, until unwatched. */
-  watch(twin: Twin, tdId: string, placement: TwinPlacement = {}): Promise<void> {
+  /**
+   * Publishes the status of `source` under `tdId` now and whenever it changes, until unwatched.
+   * Watching a TD id again (the twin moved, or restarted) replaces the previous source.
+   */
+  watch(source: StatusSource, tdId: string, placement: TwinPlacement = {}): Promise<void> {
     this.#watched.get(tdId)?.unlisten();
     const watched: Watched = {
-      twin,
+      source,
       tdId,
       placement,
       dirty: false,
       writing: this.#watched.get(tdId)?.writing ?? Promise.resolve(),
-      unlisten: twin.listen({
+      unlisten: source.onStatus({
         lifecycleChanged: () => this.#write(watched),
         entanglementEvaluated: () => {
           watched.dirty = true;
@@ -119,7 +128,7 @@ export class TwinStatusPublisher {
     watched.unlisten();
     this.#watched.delete(tdId);
     await watched.writing;
-    await this.#store.deleteStatus(tdId).catch((err) => this.#failed(tdId, err));
+    await this.#store.deleteGraph(statusGraph(tdId)).catch((err) => this.#failed(tdId, err));
   }
 
   /** Writes every twin whose figures moved since its last write (tests, shutdown). */
@@ -138,13 +147,20 @@ export class TwinStatusPublisher {
     watched.writing = watched.writing.then(async () => {
       // Unwatched while waiting: the graph is being dropped, do not bring it back.
       if (this.#watched.get(watched.tdId) !== watched) return;
-      const { twin } = watched;
+      let status: ReturnType<StatusSource["status"]>;
+      try {
+        status = watched.source.status();
+      } catch (err) {
+        // The instance went (removed, moved) before its unwatch: nothing to write.
+        this.#logger?.debug({ err, td: watched.tdId }, "no status to write");
+        return;
+      }
       const triples = statusTriples(watched.tdId, {
         ...watched.placement,
-        state: twin.lifecycleState,
-        entanglement: twin.entanglement,
+        state: status.lifecycle,
+        entanglement: status.entanglement,
       });
-      await this.#store.putStatus(watched.tdId, triples).catch((err) => {
+      await this.#store.putGraph(statusGraph(watched.tdId), triples).catch((err) => {
         watched.dirty = true; // the next interval tries again
         this.#failed(watched.tdId, err);
       });
@@ -155,45 +171,4 @@ export class TwinStatusPublisher {
   #failed(tdId: string, err: unknown): void {
     this.#logger?.warn({ err, td: tdId }, "writing a twin's status to the directory failed");
   }
-}
-
-/**
- * Keeps the directory in step with a twin runtime: a twin's TD is registered when it starts and its
- * status published while it runs; both go when it is removed. Returns a function that stops it.
- */
-export function publishTwins(
-  runtime: TwinRuntime,
-  directory: Directory,
-  status: TwinStatusPublisher,
-  options: { placement?: TwinPlacement; logger?: Logger } = {},
-): () => void {
-  const failed = (twin: Twin, what: string) => (err: unknown) =>
-    options.logger?.warn({ err, twin: twin.id }, `directory: ${what} failed`);
-  // One twin's registration and removal run in order: a quick remove must not precede the put.
-  const pending = new Map<string, Promise<void>>();
-  const inOrder = (tdId: string, step: () => Promise<unknown>) => {
-    // A failed step is reported by its caller; the next one runs regardless.
-    const previous = (pending.get(tdId) ?? Promise.resolve()).catch(() => undefined);
-    const next: Promise<void> = previous
-      .then(step)
-      .then(() => void (pending.get(tdId) === next && pending.delete(tdId)));
-    pending.set(tdId, next);
-    return next;
-  };
-  return runtime.observe({
-    started: (twin, td) => {
-      const tdId = td.id as string;
-      inOrder(tdId, async () => {
-        await directory.put(tdId, td);
-        await status.watch(twin, tdId, options.placement);
-      }).catch(failed(twin, "registering the twin's TD"));
-    },
-    removed: (twin, td) => {
-      const tdId = td.id as string;
-      inOrder(tdId, async () => {
-        await status.unwatch(tdId);
-        await directory.delete(tdId);
-      }).catch(failed(twin, "removing the twin's TD"));
-    },
-  });
 }

@@ -1,4 +1,5 @@
 import type { Hono } from "hono";
+import { problem } from "./problem.js";
 
 // Hop-by-hop headers (RFC 9110 section 7.6.1) and those fetch computes itself.
 const NOT_FORWARDED = new Set([
@@ -22,14 +23,20 @@ function forwardable(headers: Headers): Headers {
 }
 
 /**
- * Routes /twins/{id}/... to the node-wot HTTP server the twins are exposed on, so that twins are
- * reached through the gateway's one public address, and a twin's URLs do not depend on where it
- * runs. Bodies are streamed both ways (long-poll observations stay open as long as they need).
+ * Routes /twins/{id}/... to the node-wot HTTP server of the node the twin runs on now (`target`
+ * answers per twin id), so that twins are reached through the gateway's one public address and a
+ * twin's URLs do not change when it moves. Bodies are streamed both ways (long-poll observations
+ * stay open as long as they need).
  */
-export function mountTwinsProxy(app: Hono, target: () => string): void {
+export function mountTwinsProxy(app: Hono, target: (twinId: string) => string | undefined): void {
   app.all("/twins/*", async (c) => {
     const url = new URL(c.req.url);
     const path = url.pathname.slice("/twins".length) || "/";
+    const id = decodeURIComponent(path.split("/")[1] ?? "");
+    const base = id === "" ? undefined : target(id);
+    if (base === undefined) {
+      return problem(c, { title: "Not Found", status: 404, detail: `no twin "${id}" runs here` });
+    }
     const method = c.req.method;
     const init: RequestInit & { duplex?: "half" } = {
       method,
@@ -41,7 +48,18 @@ export function mountTwinsProxy(app: Hono, target: () => string): void {
       init.body = c.req.raw.body;
       init.duplex = "half";
     }
-    const response = await fetch(`${target()}${path}${url.search}`, init);
+    let response: Response;
+    try {
+      response = await fetch(`${base}${path}${url.search}`, init);
+    } catch (err) {
+      // The twin went away between lookup and forward (a move's last moment, a removal).
+      if (c.req.raw.signal.aborted) throw err;
+      return problem(c, {
+        title: "Bad Gateway",
+        status: 502,
+        detail: `twin "${id}" did not answer: ${(err as Error).message}`,
+      });
+    }
     return new Response(response.body, { status: response.status, headers: forwardable(response.headers) });
   });
 }

@@ -130,11 +130,17 @@ export class DigitalInterface {
     return exposed ? (exposed.thing.getThingDescription() as unknown as JsonObject) : undefined;
   }
 
-  async destroy(twinId: string): Promise<void> {
+  /**
+   * Stops exposing a twin and clears its retained MQTT TD. `handover`: another copy of the twin
+   * (same id, same topics) runs on another interface on the same broker now (a move), so its
+   * retained TD, which that copy has published, is left alone.
+   */
+  async destroy(twinId: string, options: { handover?: boolean } = {}): Promise<void> {
     const exposed = this.#twins.get(twinId);
     if (!exposed) return;
     exposed.unlisten();
     this.#twins.delete(twinId);
+    if (options.handover) this.#mqtt?.handOver(exposed.thing.id);
     await exposed.thing.destroy();
     this.#paths.delete(exposed.thing.id);
   }

@@ -244,14 +244,18 @@ export class TwinRuntime {
     return this.#get(id).twin.exportState();
   }
 
-  /** Dismisses a twin (Stopped) and removes it: no longer exposed, its retained TD cleared. */
-  async remove(id: string): Promise<TwinState> {
+  /**
+   * Dismisses a twin (Stopped) and removes it: no longer exposed, its retained TD cleared.
+   * `handover`: a copy of it (same id) runs on another runtime on the same broker now (a move),
+   * and the retained TD on the shared topic is that copy's: it is left in place.
+   */
+  async remove(id: string, options: { handover?: boolean } = {}): Promise<TwinState> {
     const running = this.#get(id);
     running.attachment?.detach();
     running.twin.dismiss(Date.now());
     const state = running.twin.exportState();
     this.#untrack(id);
-    await this.digital.destroy(id);
+    await this.digital.destroy(id, { handover: options.handover });
     await running.connection.release();
     for (const observer of this.#observers) observer.removed?.(running.twin, running.td);
     return state;
@@ -278,16 +282,15 @@ export class TwinRuntime {
       this.#management
         .publish(`${managementTopicOf(id)}/result`, JSON.stringify(body), { qos: 1 })
         .catch(() => {});
+    // Every runtime on the broker hears every request (one per in-process node): only the one
+    // hosting the twin answers.
     const twin = this.#twins.get(id)?.twin;
+    if (!twin) return;
     let request: unknown;
     try {
       request = JSON.parse(String(payload));
     } catch {
       reply({ ok: false, error: "payload is not JSON" });
-      return;
-    }
-    if (!twin) {
-      reply({ ok: false, error: `no twin with id "${id}"` });
       return;
     }
     if (!isObject(request) || typeof request.name !== "string") {

@@ -122,11 +122,13 @@ interface MqttInternals {
  *   write ran its handler N times: here the listener is added once, at start;
  * - topics are built with encodeURIComponent(title) but matched against the raw title, so a title
  *   with a space never matched: here the topic level is the thing's safe path;
- * - destroy() left the thing's retained TD on the broker: here it is cleared.
+ * - destroy() left the thing's retained TD on the broker: here it is cleared (unless handed over).
  */
 export class StablePathMqttBrokerServer extends MqttBrokerServer {
   readonly #pathOf: PathOf;
   readonly #names = new Map<string, string>();
+  /** Thing ids whose next destroy() leaves their retained TD (see handOver). */
+  readonly #handedOver = new Set<string>();
 
   constructor(config: ConstructorParameters<typeof MqttBrokerServer>[0], pathOf: PathOf) {
     super(config);
@@ -182,9 +184,20 @@ export class StablePathMqttBrokerServer extends MqttBrokerServer {
     await broker.publishAsync(name, JSON.stringify(thing.getThingDescription()), { retain: true });
   }
 
+  /**
+   * The next destroy() of `thingId` leaves its retained TD on the broker. For a move: another copy
+   * of the thing with the same path (on another servient, same broker) already published its TD
+   * on the same topic, and clearing it would delete the new copy's. (The servient calls destroy()
+   * with the thing id only, so the option travels this way.)
+   */
+  handOver(thingId: string): void {
+    this.#handedOver.add(thingId);
+  }
+
   override async destroy(thingId: string): Promise<boolean> {
     const self = this.#internals;
     const name = this.#names.get(thingId);
+    const handover = this.#handedOver.delete(thingId);
     this.#names.delete(thingId);
     const thing = name === undefined ? undefined : self.things.get(name);
     const removed = await super.destroy(thingId);
@@ -194,8 +207,8 @@ export class StablePathMqttBrokerServer extends MqttBrokerServer {
         ...Object.keys(thing?.properties ?? {}).map((p) => `${name}/properties/${p}/writeproperty`),
       ];
       if (topics.length > 0) await self.broker.unsubscribeAsync(topics);
-      // An empty retained message deletes the retained TD.
-      await self.broker.publishAsync(name, "", { retain: true });
+      // An empty retained message deletes the retained TD (unless it now belongs to another copy).
+      if (!handover) await self.broker.publishAsync(name, "", { retain: true });
     }
     return removed;
   }

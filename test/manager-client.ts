@@ -1,0 +1,45 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadConfig } from "../src/config.js";
+import { type Gateway, startGateway } from "../src/gateway.js";
+import { createLogger } from "../src/logger.js";
+
+/** A JSON answer of the gateway: status, content type and parsed body (objects and arrays alike). */
+export interface Answer {
+  status: number;
+  type: string | null;
+  body: Record<string, unknown> & Record<string, unknown>[];
+}
+
+/** Calls the gateway at `base` with a JSON body (a string is sent as is, to test bad JSON). */
+export async function call(base: string, method: string, path: string, body?: unknown): Promise<Answer> {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return {
+    status: res.status,
+    type: res.headers.get("content-type"),
+    body: text === "" ? ({} as Answer["body"]) : JSON.parse(text),
+  };
+}
+
+/** An in-process gateway on free ports with a fresh data dir (or `env.DTC_DATA_DIR`), fast entanglement. */
+export function startTestGateway(env: Record<string, string> = {}): Promise<Gateway> {
+  return startGateway(
+    loadConfig({
+      DTC_PORT: "0",
+      DTC_MQTT_PORT: "0",
+      DTC_DATA_DIR: mkdtempSync(join(tmpdir(), "dtc-manager-")),
+      DTC_ENTANGLEMENT_INTERVAL_MS: "100",
+      ...env,
+    }),
+    createLogger("silent"),
+  );
+}
+
+/** Fidelity a 10 Hz simulator meets within a couple of seconds. */
+export const FAST = { expectedUpdateRate: 10, odteWindow: 2, desiredTimeliness: 50 };

@@ -1,0 +1,266 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { HttpClientFactory } from "@node-wot/binding-http";
+import { MqttClientFactory } from "@node-wot/binding-mqtt";
+import { Servient } from "@node-wot/core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Gateway } from "../src/gateway.js";
+import { thingModelsDir } from "../src/paths.js";
+import { IiotDeviceSimulator } from "../src/simulator/index.js";
+import type { JsonObject } from "../src/wot/rdf.js";
+import { waitFor } from "./helpers.js";
+import { type Answer, call, FAST, startTestGateway } from "./manager-client.js";
+
+/**
+ * The user's journey through the DTC Manager, over HTTP only (and a node-wot consumer over HTTP and
+ * MQTT): register a schema, a package and a node; find candidate nodes; start two IIoT twins fed by
+ * simulators; find them by SPARQL; consume one; snapshot, move, clone, stop, restart and remove it.
+ */
+
+type Json = Record<string, unknown>;
+
+describe("DTC Manager: the user's journey over HTTP", () => {
+  let gateway: Gateway;
+  let api: (method: string, path: string, body?: unknown) => Promise<Answer>;
+  const sims: IiotDeviceSimulator[] = [];
+  let servient: Servient;
+  let wot: typeof WoT;
+
+  beforeAll(async () => {
+    gateway = await startTestGateway({ DTC_STATUS_INTERVAL_MS: "200" });
+    api = (method, path, body) => call(gateway.url, method, path, body);
+    servient = new Servient();
+    servient.addClientFactory(new HttpClientFactory());
+    servient.addClientFactory(new MqttClientFactory());
+    wot = (await servient.start()) as unknown as typeof WoT;
+  });
+
+  afterAll(async () => {
+    await Promise.all(sims.map((s) => s.stop()));
+    await servient?.shutdown();
+    await gateway?.close();
+  });
+
+  const things = async (path: string) => {
+    const res = await fetch(`${gateway.url}${path}`);
+    const body = (await res.json()) as { results: { bindings: { thing: { value: string } }[] } };
+    return body.results.bindings.map((b) => b.thing.value);
+  };
+  const lifecycle = async (id: string) => (await api("GET", `/api/instances/${id}`)).body.lifecycle;
+
+  it("registers, deploys, discovers, consumes, snapshots, moves, clones, stops, restarts and removes twins", {
+    timeout: 90_000,
+  }, async () => {
+    // Inventory: a schema (a Thing Model), a package implementing it in-process, an edge node.
+    const model = JSON.parse(readFileSync(join(thingModelsDir, "iiot-device.tm.jsonld"), "utf8"));
+    model.title = "IIoT Press {{DEVICE_ID}}";
+    const schema = await api("POST", "/api/schemas?id=iiot-press", model);
+    expect(schema.status, JSON.stringify(schema.body)).toBe(201);
+    expect(schema.body).toMatchObject({ id: "iiot-press", placeholders: ["DEVICE_ID"], builtIn: false });
+    const schemaIri = schema.body.iri as string;
+    expect((await api("GET", "/api/schemas?q=press")).body.map((s) => s.id)).toEqual(["iiot-press"]);
+
+    const pkg = await api("POST", "/api/packages", {
+      id: "press-in-process",
+      schema: "iiot-press",
+      platform: "in-process",
+      parameters: { DEVICE_ID: { type: "string", description: "The press's device id" } },
+      requirements: { cpu: 0.25, memory: 64 },
+    });
+    expect(pkg.status, JSON.stringify(pkg.body)).toBe(201);
+    const node = await api("POST", "/api/nodes", {
+      id: "edge-1",
+      platform: "in-process",
+      tier: "edge",
+      capabilities: { cpu: 2, memory: 2048, gpu: 0 },
+      labels: { site: "plant-a" },
+      latencyMs: 1,
+    });
+    expect(node.status, JSON.stringify(node.body)).toBe(201);
+    expect((await api("GET", "/api/nodes?tier=edge&label=site=plant-a")).body.map((n) => n.id)).toEqual([
+      "edge-1",
+    ]);
+
+    // Candidate nodes: both in-process nodes fit (platform, requirements, latency under Td = 10 ms).
+    const candidates = await api("GET", "/api/packages/press-in-process/nodes");
+    expect(candidates.body.map((c) => (c.node as Json).id).sort()).toEqual(["edge-1", "local"]);
+
+    // Two twins, each fed by a simulated press.
+    for (const id of ["press-1", "press-2"]) {
+      const sim = new IiotDeviceSimulator({ id, brokerUrl: gateway.brokerUrl, rate: 10 });
+      sims.push(sim);
+      await sim.start();
+    }
+    const request = { package: "press-in-process", node: "local", id: "press-1", fidelity: FAST };
+    const first = await api("POST", "/api/instances", {
+      ...request,
+      configuration: { DEVICE_ID: "press-1" },
+    });
+    expect(first.status, JSON.stringify(first.body)).toBe(201);
+    expect(first.body).toMatchObject({ id: "press-1", node: "local", desired: "running" });
+    const td = first.body.td as JsonObject;
+    expect(td.id).toBe("urn:dtc:twin:press-1");
+    const links = td.links as { rel: string; href: string }[];
+    expect(links).toContainEqual(expect.objectContaining({ rel: "type", href: schemaIri }));
+    expect(links).toContainEqual(
+      expect.objectContaining({ rel: "https://w3id.org/dtc#node", href: `${gateway.url}/api/nodes/local` }),
+    );
+    const second = await api("POST", "/api/instances", {
+      ...request,
+      node: "edge-1",
+      id: "press-2",
+      configuration: { DEVICE_ID: "press-2" },
+    });
+    expect(second.status, JSON.stringify(second.body)).toBe(201);
+
+    // Discovery by SPARQL: by schema, and "Entangled with ODTE >= 0.9".
+    const bySchema = `/search/named/twins-by-schema?schema=${encodeURIComponent(schemaIri)}`;
+    await waitFor("both twins found by schema", async () => (await things(bySchema)).length === 2);
+    const entangled = "/search/named/twins-by-entanglement?minOdte=0.9&state=Entangled";
+    await waitFor(
+      "both twins Entangled with ODTE >= 0.9 in the directory",
+      async () => {
+        const found = await things(entangled);
+        return found.includes("urn:dtc:twin:press-1") && found.includes("urn:dtc:twin:press-2");
+      },
+      20_000,
+    );
+    expect(
+      await things(
+        `/search/named/twins-by-node?node=${encodeURIComponent(`${gateway.url}/api/nodes/edge-1`)}`,
+      ),
+    ).toEqual(["urn:dtc:twin:press-2"]);
+    await waitFor("both listed by the manager as Entangled twins of the schema", async () => {
+      const listed = await api("GET", "/api/instances?schema=iiot-press&state=Entangled");
+      return (
+        listed.body
+          .map((i) => i.id)
+          .sort()
+          .join() === "press-1,press-2"
+      );
+    });
+
+    // A node-wot consumer of the published DT Description, over HTTP and MQTT.
+    const described = (await (
+      await fetch(`${gateway.url}/things/urn:dtc:twin:press-1`)
+    ).json()) as JsonObject;
+    const thing = await wot.consume(described as unknown as WoT.ThingDescription);
+    const mqttIndex = formIndex(described, "temperature", "mqtt", "observeproperty");
+    // node-wot would read over MQTT once it has an MQTT client (and wait for the next value): say HTTP.
+    const overHttp = (property: string) => ({
+      formIndex: formIndex(described, property, "http", "readproperty"),
+    });
+    const overMqtt: number[] = [];
+    await thing.observeProperty(
+      "temperature",
+      async (v) => void overMqtt.push((await v.value()) as number),
+      undefined,
+      {
+        formIndex: mqttIndex,
+      },
+    );
+    await waitFor("temperature observed over MQTT", () => overMqtt.length > 0);
+    expect(typeof (await (await thing.readProperty("temperature", overHttp("temperature"))).value())).toBe(
+      "number",
+    );
+
+    // Snapshot.
+    const snapshot = await api("POST", "/api/instances/press-1/snapshots");
+    expect(snapshot.status, JSON.stringify(snapshot.body)).toBe(201);
+    expect((snapshot.body.history as Json).states).toBeGreaterThan(0);
+    expect((await api("GET", "/api/snapshots?instance=press-1")).body.map((s) => s.id)).toEqual([
+      snapshot.body.id,
+    ]);
+
+    // Move to edge-1: same TD id and URLs; the consumer keeps reading, over HTTP and MQTT.
+    const before = (await api("GET", `/api/instances/press-1`)).body;
+    const moved = await api("POST", "/api/instances/press-1/move", { node: "edge-1" });
+    expect(moved.status, JSON.stringify(moved.body)).toBe(200);
+    expect(moved.body).toMatchObject({ id: "press-1", node: "edge-1" });
+    expect((moved.body.td as JsonObject).id).toBe("urn:dtc:twin:press-1");
+    expect(JSON.stringify((moved.body.td as JsonObject).properties)).toBe(JSON.stringify(td.properties));
+    expect(gateway.inProcess.runtimeOf("local")?.get("press-1")).toBeUndefined();
+    const afterMove = overMqtt.length;
+    await waitFor("MQTT observations continuing after the move", () => overMqtt.length > afterMove + 3);
+    const readings = await thing.readProperty("temperature", overHttp("temperature"));
+    expect(typeof (await readings.value())).toBe("number");
+    await waitFor("Entangled again after the move", async () => (await lifecycle("press-1")) === "Entangled");
+    const history = (await (await fetch(`${gateway.url}/twins/press-1/properties/history`)).json()) as {
+      states: unknown[];
+    };
+    expect(history.states.length).toBeGreaterThanOrEqual(
+      ((snapshot.body.history as Json).states as number) - 1,
+    );
+    expect(before.createdAt).toBe((await api("GET", "/api/instances/press-1")).body.createdAt);
+    await waitFor("the directory placing press-1 on edge-1", async () =>
+      (
+        await things(
+          `/search/named/twins-by-node?node=${encodeURIComponent(`${gateway.url}/api/nodes/edge-1`)}`,
+        )
+      ).includes("urn:dtc:twin:press-1"),
+    );
+
+    // Clone onto local: a new instance and TD id, with the state copied.
+    const clone = await api("POST", "/api/instances/press-1/clone", { node: "local", id: "press-1-copy" });
+    expect(clone.status, JSON.stringify(clone.body)).toBe(201);
+    expect(clone.body).toMatchObject({
+      id: "press-1-copy",
+      node: "local",
+      origin: { clonedFrom: "press-1" },
+    });
+    expect((clone.body.td as JsonObject).id).toBe("urn:dtc:twin:press-1-copy");
+    expect((await fetch(`${gateway.url}/things/urn:dtc:twin:press-1-copy`)).status).toBe(200);
+
+    // Stop: Done, still readable, still in the directory with its state.
+    const stopped = await api("POST", "/api/instances/press-1/stop");
+    expect(stopped.status).toBe(200);
+    expect(stopped.body.lifecycle).toBe("Done");
+    expect(await (await thing.readProperty("lifecycleState", overHttp("lifecycleState"))).value()).toBe(
+      "Done",
+    );
+    await waitFor("press-1 Done in the directory", async () =>
+      (await things("/search/named/twins-by-lifecycle?state=Done")).includes("urn:dtc:twin:press-1"),
+    );
+    expect((await api("POST", "/api/instances/press-1/stop")).status).toBe(200);
+
+    // Restart: the original configuration again, fresh; Entangled with the press.
+    const restarted = await api("POST", "/api/instances/press-1/restart");
+    expect(restarted.status, JSON.stringify(restarted.body)).toBe(200);
+    await waitFor("Entangled after the restart", async () => (await lifecycle("press-1")) === "Entangled");
+
+    // Remove: gone from the manager, the directory and the gateway's routes.
+    expect((await api("DELETE", "/api/instances/press-1")).status).toBe(204);
+    expect((await api("GET", "/api/instances/press-1")).status).toBe(404);
+    expect((await fetch(`${gateway.url}/things/urn:dtc:twin:press-1`)).status).toBe(404);
+    expect((await fetch(`${gateway.url}/twins/press-1/properties/temperature`)).status).toBe(404);
+    expect((await api("GET", "/api/snapshots?instance=press-1")).body).toEqual([]);
+    await waitFor(
+      "press-1 gone from SPARQL",
+      async () => !(await things(bySchema)).includes("urn:dtc:twin:press-1"),
+    );
+    expect((await things(bySchema)).sort()).toEqual(["urn:dtc:twin:press-1-copy", "urn:dtc:twin:press-2"]);
+  });
+
+  it("describes itself: a TD of the management interface, linked from /.well-known/wot", async () => {
+    const directoryTd = (await (await fetch(`${gateway.url}/.well-known/wot`)).json()) as JsonObject;
+    const link = (directoryTd.links as { rel: string; href: string }[]).find((l) =>
+      l.href.endsWith("/api/td"),
+    );
+    expect(link).toBeDefined();
+    const td = (await (await fetch(link?.href as string)).json()) as JsonObject;
+    const consumed = await wot.consume(td as unknown as WoT.ThingDescription);
+    const nodes = (await (
+      await consumed.invokeAction("discoverNodes", undefined, {
+        uriVariables: { tier: "edge" },
+      })
+    )?.value()) as { id: string }[];
+    expect(nodes.map((n) => n.id)).toContain("edge-1");
+  });
+});
+
+function formIndex(td: JsonObject, property: string, scheme: string, op: string): number {
+  const forms = ((td.properties as Record<string, JsonObject>)[property]?.forms ?? []) as JsonObject[];
+  const index = forms.findIndex((f) => String(f.href).startsWith(`${scheme}:`) && [f.op].flat().includes(op));
+  if (index < 0) throw new Error(`${property} has no ${scheme} form for ${op}`);
+  return index;
+}
