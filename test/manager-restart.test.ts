@@ -11,8 +11,6 @@ import { call, FAST, startTestGateway } from "./manager-client.js";
 
 /** The manager's desired state outlives the gateway: a restart brings everything back. */
 
-type Json = Record<string, unknown>;
-
 const historyOf = async (base: string, id: string) =>
   ((await (await fetch(`${base}/twins/${id}/properties/history`)).json()) as { states: unknown[] }).states
     .length;

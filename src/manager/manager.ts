@@ -177,8 +177,11 @@ export class DtcManager {
     return free;
   }
 
-  /** Why `pkg` cannot run on `node` now (empty: it fits). */
-  async misfits(pkg: DtPackage, node: DtcNode, except?: string): Promise<string[]> {
+  /**
+   * Why `pkg` cannot run on `node` now (empty: it fits). `except`: an instance whose own requirements
+   * do not count (it is the one being placed); `timeliness`: the instance's own Td, when it has one.
+   */
+  async misfits(pkg: DtPackage, node: DtcNode, except?: string, timeliness?: number): Promise<string[]> {
     const reasons: string[] = [];
     if (node.platform !== pkg.platform) {
       reasons.push(`node "${node.id}" runs ${node.platform}; package "${pkg.id}" is for ${pkg.platform}`);
@@ -194,7 +197,7 @@ export class DtcManager {
     }
     if ((req.gpu ?? 0) > free.gpu)
       reasons.push(`needs ${req.gpu} GPU, node "${node.id}" has ${free.gpu} free`);
-    const td = this.#inventory.schema(pkg.schema).summary.fidelity?.desiredTimeliness;
+    const td = timeliness ?? this.#inventory.schema(pkg.schema).summary.fidelity?.desiredTimeliness;
     if (td !== undefined && node.latencyMs > td) {
       reasons.push(
         `node "${node.id}" is ${node.latencyMs} ms from the physical side, more than the schema's desired timeliness (${td} ms)`,
@@ -228,7 +231,7 @@ export class DtcManager {
     const id = request.id ?? this.#newId(pkg.id);
     return this.#serial(id, async () => {
       if (this.#store.instances.get(id)) throw new ManagerError(409, `an instance with id "${id}" exists`);
-      await this.#checkFit(pkg, node);
+      await this.#checkFit(pkg, node, undefined, request.fidelity?.desiredTimeliness);
       const now = new Date().toISOString();
       const record: InstanceRecord = {
         id,
@@ -401,7 +404,7 @@ export class DtcManager {
     return this.#serial(id, async () => {
       const existing = this.#store.instances.get(id);
       const pkg = this.#packageFor(snapshot.record, node);
-      await this.#checkFit(pkg, node, id);
+      await this.#checkFit(pkg, node, id, snapshot.record.fidelity?.desiredTimeliness);
       const now = new Date().toISOString();
       const record: InstanceRecord = {
         ...structuredClone(snapshot.record),
@@ -447,7 +450,7 @@ export class DtcManager {
       if (record.node === node.id)
         throw new ManagerError(409, `instance "${id}" already runs on node "${node.id}"`);
       const pkg = this.#packageFor(record, node);
-      await this.#checkFit(pkg, node, id);
+      await this.#checkFit(pkg, node, id, record.fidelity?.desiredTimeliness);
       const state = await source.handle.exportState();
       const moved: InstanceRecord = {
         ...record,
@@ -485,7 +488,7 @@ export class DtcManager {
       if (this.#store.instances.get(cloneId))
         throw new ManagerError(409, `an instance with id "${cloneId}" exists`);
       const pkg = this.#packageFor(source, node);
-      await this.#checkFit(pkg, node);
+      await this.#checkFit(pkg, node, undefined, source.fidelity?.desiredTimeliness);
       const now = new Date().toISOString();
       const record: InstanceRecord = {
         ...structuredClone(source),
@@ -639,8 +642,8 @@ export class DtcManager {
     return driver;
   }
 
-  async #checkFit(pkg: DtPackage, node: DtcNode, except?: string): Promise<void> {
-    const reasons = await this.misfits(pkg, node, except);
+  async #checkFit(pkg: DtPackage, node: DtcNode, except?: string, timeliness?: number): Promise<void> {
+    const reasons = await this.misfits(pkg, node, except, timeliness);
     if (reasons.length > 0)
       throw new ManagerError(
         409,
