@@ -77,6 +77,21 @@ describe("DTC Manager: the user's journey over HTTP", () => {
       latencyMs: 1,
     });
     expect(node.status, JSON.stringify(node.body)).toBe(201);
+    // The inventory is in the directory too: SPARQL joins schema, package and node.
+    const ask = async (pattern: string) => {
+      const query = `PREFIX dtc: <https://w3id.org/dtc#> ASK { ${pattern} }`;
+      const res = await fetch(`${gateway.url}/search/sparql?query=${encodeURIComponent(query)}`);
+      return ((await res.json()) as { boolean: boolean }).boolean;
+    };
+    expect(await ask(`GRAPH ?g { <${schemaIri}> a dtc:DigitalTwinSchema }`)).toBe(true);
+    expect(
+      await ask(
+        `GRAPH ?p { <${gateway.url}/api/packages/press-in-process> dtc:schema <${schemaIri}> ; dtc:platform dtc:InProcess }`,
+      ),
+    ).toBe(true);
+    expect(await ask(`GRAPH ?n { <${gateway.url}/api/nodes/edge-1> a dtc:Node ; dtc:tier dtc:Edge }`)).toBe(
+      true,
+    );
     expect((await api("GET", "/api/nodes?tier=edge&label=site=plant-a")).body.map((n) => n.id)).toEqual([
       "edge-1",
     ]);
