@@ -76,7 +76,7 @@ export function mountManagerApi(
       ...node,
       ready: readiness.ready,
       ...(readiness.ready ? {} : { reason: readiness.reason }),
-      instances: manager.instancesOn(id).length,
+      instances: manager.countOn(id),
       free: manager.free(node),
     };
   };
@@ -98,7 +98,7 @@ export function mountManagerApi(
   api.delete("/nodes/:id", async (c) => {
     const id = c.req.param("id");
     inventory.node(id);
-    await inventory.removeNode(id, manager.instancesOn(id).length);
+    await inventory.removeNode(id, manager.countOn(id));
     return c.body(null, 204);
   });
 

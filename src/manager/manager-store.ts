@@ -28,37 +28,64 @@ type Table = "nodes" | "schemas" | "packages" | "instances" | "states" | "snapsh
 
 const TABLES: Table[] = ["nodes", "schemas", "packages", "instances", "states", "snapshots"];
 
-/** One JSON document per id, per table. */
+/**
+ * One JSON document per id, per table. Small tables (the inventory, the instance records) are also
+ * kept in memory, written through: the fit checks read every record of a node on each start.
+ */
 class Collection<T> {
   readonly #get: Database.Statement<[string], string>;
   readonly #all: Database.Statement<[], string>;
   readonly #put: Database.Statement<[string, string]>;
   readonly #delete: Database.Statement<[string]>;
+  readonly #cache: Map<string, T> | undefined;
 
-  constructor(db: Database.Database, table: Table) {
+  constructor(db: Database.Database, table: Table, cached: boolean) {
     this.#get = db.prepare<[string], string>(`SELECT json FROM ${table} WHERE id = ?`).pluck();
     this.#all = db.prepare<[], string>(`SELECT json FROM ${table} ORDER BY id`).pluck();
     this.#put = db.prepare(
       `INSERT INTO ${table} (id, json) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET json = excluded.json`,
     );
     this.#delete = db.prepare(`DELETE FROM ${table} WHERE id = ?`);
+    if (cached) {
+      const rows = db
+        .prepare<[], { id: string; json: string }>(`SELECT id, json FROM ${table} ORDER BY id`)
+        .all();
+      this.#cache = new Map(rows.map((r) => [r.id, JSON.parse(r.json) as T]));
+    }
   }
 
+  /** A copy of the document (callers may change it). */
   get(id: string): T | undefined {
+    if (this.#cache) {
+      const value = this.#cache.get(id);
+      return value === undefined ? undefined : structuredClone(value);
+    }
     const json = this.#get.get(id);
     return json === undefined ? undefined : (JSON.parse(json) as T);
   }
 
+  /** Copies of every document, ordered by id. */
   all(): T[] {
+    if (this.#cache)
+      return [...this.#cache.keys()].sort().map((id) => structuredClone(this.#cache?.get(id) as T));
     return this.#all.all().map((json) => JSON.parse(json) as T);
   }
 
+  /** The documents themselves, unordered, not to be changed (cached tables: no copy, no parse). */
+  peek(): Iterable<Readonly<T>> {
+    return this.#cache ? this.#cache.values() : this.all();
+  }
+
   put(id: string, value: T): void {
-    this.#put.run(id, JSON.stringify(value));
+    const json = JSON.stringify(value);
+    this.#put.run(id, json);
+    this.#cache?.set(id, JSON.parse(json) as T);
   }
 
   delete(id: string): boolean {
-    return this.#delete.run(id).changes > 0;
+    const deleted = this.#delete.run(id).changes > 0;
+    this.#cache?.delete(id);
+    return deleted;
   }
 }
 
@@ -82,12 +109,13 @@ export class ManagerStore {
       db.exec(`CREATE TABLE IF NOT EXISTS ${table} (id TEXT PRIMARY KEY, json TEXT NOT NULL) WITHOUT ROWID`);
     }
     this.#db = db;
-    this.nodes = new Collection(db, "nodes");
-    this.schemas = new Collection(db, "schemas");
-    this.packages = new Collection(db, "packages");
-    this.instances = new Collection(db, "instances");
-    this.states = new Collection(db, "states");
-    this.snapshots = new Collection(db, "snapshots");
+    this.nodes = new Collection(db, "nodes", true);
+    this.schemas = new Collection(db, "schemas", true);
+    this.packages = new Collection(db, "packages", true);
+    this.instances = new Collection(db, "instances", true);
+    // Twin states and snapshots are large: read from disk when needed.
+    this.states = new Collection(db, "states", false);
+    this.snapshots = new Collection(db, "snapshots", false);
   }
 
   /** Runs `writes` as one transaction: all of them are durable, or none. */

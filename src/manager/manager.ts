@@ -47,6 +47,8 @@ import {
 export const TWIN_TD_PREFIX = "urn:dtc:twin:";
 const DTC = "https://w3id.org/dtc#";
 const JSON_TYPE = "application/json";
+/** Instances the reconcile loop starts at once. */
+const RECONCILE_CONCURRENCY = 8;
 
 export interface ManagerOptions {
   store: ManagerStore;
@@ -159,17 +161,21 @@ export class DtcManager {
     }
   }
 
-  /** Instances placed on `nodeId` (running or stopped). */
-  instancesOn(nodeId: string): InstanceRecord[] {
-    return this.#store.instances.all().filter((r) => r.node === nodeId);
+  /** How many instances are placed on `nodeId` (running or stopped). */
+  countOn(nodeId: string): number {
+    let count = 0;
+    for (const record of this.#store.instances.peek()) if (record.node === nodeId) count++;
+    return count;
   }
 
   /** CPU, memory and GPUs of `node` not taken by the requirements of the instances on it. */
   free(node: DtcNode, except?: string): Candidate["free"] {
     const free = { cpu: node.capabilities.cpu, memory: node.capabilities.memory, gpu: node.capabilities.gpu };
-    for (const record of this.instancesOn(node.id)) {
-      if (record.id === except) continue;
-      const req = this.#store.packages.get(record.package)?.requirements ?? {};
+    const packages = new Map<string, DtPackage["requirements"]>();
+    for (const pkg of this.#store.packages.peek()) packages.set(pkg.id, pkg.requirements);
+    for (const record of this.#store.instances.peek()) {
+      if (record.node !== node.id || record.id === except) continue;
+      const req = packages.get(record.package) ?? {};
       free.cpu -= req.cpu ?? 0;
       free.memory -= req.memory ?? 0;
       free.gpu -= req.gpu ?? 0;
@@ -526,31 +532,41 @@ export class DtcManager {
   }
 
   async #reconcileOnce(): Promise<void> {
-    for (const record of this.#store.instances.all()) {
-      if (this.#closed) return;
+    const due = this.#store.instances.all().filter((record) => {
       const running = this.#running.get(record.id);
-      if (running && running.failed === undefined) continue;
-      await this.#serial(record.id, async () => {
-        const current = this.#store.instances.get(record.id);
-        if (!current || this.#closed) return;
-        const stale = this.#running.get(record.id);
-        if (stale && stale.failed === undefined) return;
-        try {
-          if (stale) {
-            stale.unlisten();
-            this.#running.delete(record.id);
-            await stale.handle.remove().catch(() => undefined);
-          }
-          await this.#launch(current, this.#store.states.get(current.id) ?? undefined);
-          this.#startFailures.delete(current.id);
-          this.#logger?.info({ instance: current.id, node: current.node }, "instance started by reconcile");
-        } catch (err) {
-          this.#startFailures.set(current.id, (err as Error).message);
-          this.#logger?.warn({ err, instance: current.id }, "reconcile could not start the instance");
-        }
-      });
-    }
+      return !running || running.failed !== undefined;
+    });
+    // A few at a time: after a restart, a thousand instances one by one would take ten seconds.
+    const workers = Array.from({ length: Math.min(RECONCILE_CONCURRENCY, due.length) }, async () => {
+      for (let record = due.shift(); record !== undefined; record = due.shift()) {
+        if (this.#closed) return;
+        await this.#reconcileInstance(record);
+      }
+    });
+    await Promise.all(workers);
     await this.#removeOrphans();
+  }
+
+  #reconcileInstance(record: InstanceRecord): Promise<void> {
+    return this.#serial(record.id, async () => {
+      const current = this.#store.instances.get(record.id);
+      if (!current || this.#closed) return;
+      const stale = this.#running.get(record.id);
+      if (stale && stale.failed === undefined) return;
+      try {
+        if (stale) {
+          stale.unlisten();
+          this.#running.delete(record.id);
+          await stale.handle.remove().catch(() => undefined);
+        }
+        await this.#launch(current, this.#store.states.get(current.id) ?? undefined);
+        this.#startFailures.delete(current.id);
+        this.#logger?.info({ instance: current.id, node: current.node }, "instance started by reconcile");
+      } catch (err) {
+        this.#startFailures.set(current.id, (err as Error).message);
+        this.#logger?.warn({ err, instance: current.id }, "reconcile could not start the instance");
+      }
+    });
   }
 
   async #removeOrphans(): Promise<void> {
@@ -573,8 +589,12 @@ export class DtcManager {
 
   /** Saves the state of every running twin that changed since its last save. */
   async checkpoint(): Promise<void> {
+    let done = 0;
     for (const [id, running] of this.#running) {
       if (this.#closed) return;
+      // Exports and commits are synchronous: give the event loop (telemetry, requests) a turn now
+      // and then, or a thousand twins would hold it for a third of a second.
+      if (++done % 16 === 0) await new Promise((resolve) => setImmediate(resolve));
       await this.#serial(id, () => this.#saveState(id, running)).catch((err) =>
         this.#logger?.warn({ err, instance: id }, "saving the instance's state failed"),
       );
