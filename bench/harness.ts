@@ -1,3 +1,5 @@
+import type { ChildProcess } from "node:child_process";
+import { once } from "node:events";
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
@@ -133,4 +135,34 @@ export function writeResult(name: string, rows: BenchRow[]): string {
     `${JSON.stringify({ benchmark: name, date: new Date().toISOString(), machine: machine(), rows }, null, 2)}\n`,
   );
   return file;
+}
+
+/** The next message of `type` from a forked bench child; rejects if the child exits first. */
+export function nextMessage<T extends { type: string }>(child: ChildProcess, type: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (m: { type?: string }) => {
+      if (m?.type !== type) return;
+      cleanup();
+      resolve(m as T);
+    };
+    const onExit = (code: number | null) => {
+      cleanup();
+      reject(new Error(`bench child exited (${code}) before sending "${type}"`));
+    };
+    const cleanup = () => {
+      child.off("message", onMessage);
+      child.off("exit", onExit);
+    };
+    child.on("message", onMessage);
+    child.once("exit", onExit);
+  });
+}
+
+/** Waits for a child to exit, killing it if it has not within `timeoutMs`. */
+export async function exited(child: ChildProcess, timeoutMs = 30_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exit = once(child, "exit");
+  const timer = setTimeout(() => child.kill(), timeoutMs);
+  await exit;
+  clearTimeout(timer);
 }

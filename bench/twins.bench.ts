@@ -1,6 +1,4 @@
-import { type ChildProcess, fork } from "node:child_process";
-import { once } from "node:events";
-import net from "node:net";
+import { fork } from "node:child_process";
 import { createHistogram, type RecordableHistogram } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
@@ -20,7 +18,8 @@ import { IiotDeviceSimulator, IiotFleet } from "../src/simulator/index.js";
 import { instantiate, toExposedThingInit } from "../src/wot/instantiate.js";
 import { loadThingModels, SAMPLE_SCHEMA_BASE, ThingModelRegistry } from "../src/wot/model-registry.js";
 import type { JsonObject } from "../src/wot/rdf.js";
-import { type Benchmark, type BenchRow, measure, valueRow } from "./harness.js";
+import { freePort } from "../test/brokers.js";
+import { type Benchmark, type BenchRow, exited, measure, nextMessage, valueRow } from "./harness.js";
 
 /**
  * The twin runtime end to end, on an embedded aedes broker on loopback, each figure beside a
@@ -297,35 +296,6 @@ const SCALE_PARAMS: FidelityParams = {
 };
 
 /** A message of a given type from a child, or a rejection if it exits first. */
-function nextMessage<T extends { type: string }>(child: ChildProcess, type: T["type"]): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (m: { type?: string }) => {
-      if (m?.type !== type) return;
-      cleanup();
-      resolve(m as T);
-    };
-    const onExit = (code: number | null) => {
-      cleanup();
-      reject(new Error(`bench child exited (${code}) before sending "${type}"`));
-    };
-    const cleanup = () => {
-      child.off("message", onMessage);
-      child.off("exit", onExit);
-    };
-    child.on("message", onMessage);
-    child.once("exit", onExit);
-  });
-}
-
-/** Waits for a child to exit, killing it if it has not within `timeoutMs`. */
-async function exited(child: ChildProcess, timeoutMs = 30_000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exit = once(child, "exit");
-  const timer = setTimeout(() => child.kill(), timeoutMs);
-  await exit;
-  clearTimeout(timer);
-}
-
 /**
  * `count` simulated PTs (ids t1..tN, 1 Hz, spread evenly over the second) in a child process: PTs
  * are not the gateway, and on 2 cores they get the other one.
@@ -553,15 +523,6 @@ interface MemoryResult {
   functionHeap?: [first: number, further: number];
   /** JSON size of one exposed TD. */
   tdBytes: number;
-}
-
-/** A free TCP port on loopback (node-wot needs it before start to build the base URI). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** Messages `from`..`to` to each of the measured twins m1..mN, one round every 100 ms. */

@@ -1,4 +1,4 @@
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../src/config.js";
@@ -27,18 +27,30 @@ export async function call(base: string, method: string, path: string, body?: un
   };
 }
 
-/** An in-process gateway on free ports with a fresh data dir (or `env.DTC_DATA_DIR`), fast entanglement. */
-export function startTestGateway(env: Record<string, string> = {}): Promise<Gateway> {
-  return startGateway(
+/**
+ * An in-process gateway on free ports with fast entanglement, on `env.DTC_DATA_DIR` or on a fresh
+ * data dir that its close() removes.
+ */
+export async function startTestGateway(env: Record<string, string> = {}): Promise<Gateway> {
+  const own = env.DTC_DATA_DIR === undefined ? mkdtempSync(join(tmpdir(), "dtc-manager-")) : undefined;
+  const gateway = await startGateway(
     loadConfig({
       DTC_PORT: "0",
       DTC_MQTT_PORT: "0",
-      DTC_DATA_DIR: mkdtempSync(join(tmpdir(), "dtc-manager-")),
+      ...(own ? { DTC_DATA_DIR: own } : {}),
       DTC_ENTANGLEMENT_INTERVAL_MS: "100",
       ...env,
     }),
     createLogger("silent"),
   );
+  if (!own) return gateway;
+  return {
+    ...gateway,
+    close: async () => {
+      await gateway.close();
+      rmSync(own, { recursive: true, force: true });
+    },
+  };
 }
 
 /** Fidelity a 10 Hz simulator meets within a couple of seconds. */

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -98,6 +98,7 @@ describe("DTC Manager across gateway restarts", () => {
       );
     } finally {
       await gateway.close();
+      rmSync(dataDir, { recursive: true, force: true });
     }
   });
 
@@ -125,6 +126,7 @@ describe("DTC Manager across gateway restarts", () => {
       expect((await fetch(`${gateway.url}/twins/survivor/properties/lifecycleState`)).status).toBe(200);
     } finally {
       await gateway.stop();
+      rmSync(dataDir, { recursive: true, force: true });
     }
   });
 });

@@ -82,7 +82,11 @@ describe("a twin's shadowing pipeline", () => {
     deliver(twin, T0 + 2, { seq: 2, temperature: 160 });
     expect(twin.properties).toMatchObject({ temperature: 160, temperatureF: 320 });
     expect(twin.counters.augmentationErrors).toBe(1);
-    expect(twin.events().at(-1)).toMatchObject({ type: "augmentationFailed", data: { name: "broken" } });
+    // The update's own events (a Bound twin is judged on each update: here it is Entangled after).
+    expect(twin.events().find((e) => e.type === "augmentationFailed")).toMatchObject({
+      at: T0 + 2,
+      data: { name: "broken" },
+    });
   });
 
   it("refuses a function that fails on the current state, keeping the one installed before", () => {
@@ -128,7 +132,8 @@ describe("a twin's binding and lifecycle", () => {
     const heard = d1();
     expect(heard.lifecycleState).toBe("Unbound");
     deliver(heard, T0 + 1, { seq: 1 });
-    expect(heard.lifecycleState).toBe("Bound");
+    // Bound by the message, and judged on it at once (one timely update in its first period).
+    expect(heard.lifecycleHistory().map((c) => c.to)).toEqual(["Bound", "Entangled"]);
 
     const online = d1();
     online.handleStatus(Buffer.from('{"status":"online"}'), T0);
@@ -157,6 +162,30 @@ describe("a twin's binding and lifecycle", () => {
     stream(slow, T0 + 1100, T0 + 2100, 12, 100, 50);
     slow.evaluate(T0 + 2100);
     expect(slow.lifecycleState).toBe("Disentangled");
+  });
+
+  it("while Bound, is judged on each update: Entangled on the one that brings ODTE to the threshold", () => {
+    // Bound on the PT's online status at T0; no evaluate() call anywhere below.
+    const twin = d1();
+    twin.handleStatus("online", T0);
+    const seen: [string, number][] = [];
+    twin.listen({ lifecycleChanged: (c) => seen.push([c.to, c.at]) });
+    deliver(twin, T0 + 100, { seq: 1, temperature: 20 }, 50); // late (Td = 10 ms): T = 0
+    let seq = stream(twin, T0 + 200, T0 + 900, 2); // 8 timely of 9: ODTE 0.89 < 0.9
+    expect(twin.lifecycleState).toBe("Bound");
+    stream(twin, T0 + 1000, T0 + 1000, seq); // 9 of 10: ODTE 0.9, the threshold
+    expect(twin.lifecycleState).toBe("Entangled");
+    expect(seen).toEqual([["Entangled", T0 + 1000]]);
+    expect(twin.entanglement).toMatchObject({ odte: 0.9, updates: 10, entangled: true });
+
+    // Falling short stays Bound until a whole window (2 s) has been seen, then Disentangled.
+    const slow = d1();
+    slow.handleStatus("online", T0);
+    seq = stream(slow, T0 + 100, T0 + 1900, 1, 100, 50);
+    expect(slow.lifecycleState).toBe("Bound");
+    stream(slow, T0 + 2000, T0 + 2000, seq, 100, 50);
+    expect(slow.lifecycleState).toBe("Disentangled");
+    expect(slow.lifecycleHistory().at(-1)).toMatchObject({ to: "Disentangled", at: T0 + 2000 });
   });
 
   it("emits entanglementChanged only when the threshold is crossed", () => {
@@ -203,7 +232,7 @@ describe("a twin's binding and lifecycle", () => {
     twin.setBrokerConnected(true, T0);
     twin.setSubscribed(true, T0);
     deliver(twin, T0 + 100, { seq: 1 });
-    expect(twin.lifecycleState).toBe("Bound");
+    expect(twin.lifecycleHistory().map((c) => c.to)).toEqual(["Bound", "Entangled"]);
     twin.evaluate(T0 + 400); // silent for 3 periods > 2/Re
     expect(twin.lifecycleState).toBe("Unbound");
     deliver(twin, T0 + 500, { seq: 2 });

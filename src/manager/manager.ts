@@ -594,7 +594,7 @@ export class DtcManager {
       if (this.#closed) return;
       // Exports and commits are synchronous: give the event loop (telemetry, requests) a turn now
       // and then, or a thousand twins would hold it for a third of a second.
-      if (++done % 16 === 0) await new Promise((resolve) => setImmediate(resolve));
+      if (++done % 4 === 0) await new Promise((resolve) => setImmediate(resolve));
       await this.#serial(id, () => this.#saveState(id, running)).catch((err) =>
         this.#logger?.warn({ err, instance: id }, "saving the instance's state failed"),
       );

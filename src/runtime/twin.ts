@@ -394,6 +394,14 @@ export class Twin {
     this.#lastUpdate = record;
     this.#states.push(record);
     if (names.length > 0) for (const l of this.#listeners) l.propertiesChanged?.(names);
+    // A Bound twin is judged on each update, not only when the runtime's timer comes round to it
+    // (once per push interval, 1 s by default): otherwise a freshly bound twin whose ODTE already
+    // reaches the threshold would wait up to a whole interval to be Entangled. Only while Bound, so
+    // it costs nothing in the steady state: the first evaluation that reaches the threshold (or, once
+    // a whole window has been seen, falls short of it) moves the twin on, and the timer takes over.
+    // The update that bound the twin counts too: whether the PT's status or its first message
+    // arrives first is up to the broker, and the window judges both cases alike.
+    if (this.#lifecycle.state === "Bound") this.evaluate(committedAt);
     return record;
   }
 
