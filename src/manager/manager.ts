@@ -816,7 +816,7 @@ function summariseSnapshot(s: StoredSnapshot): SnapshotSummary {
 }
 
 /** The configuration of a start request checked against the package's parameters, defaults filled in. */
-export function resolveConfiguration(
+function resolveConfiguration(
   pkg: DtPackage,
   given: Record<string, unknown>,
 ): Record<string, string | number | boolean> {

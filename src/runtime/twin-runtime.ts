@@ -46,14 +46,6 @@ export class TwinConflictError extends Error {
   }
 }
 
-/** Told when twins start and go (the directory publishes their TDs and status). */
-export interface TwinRuntimeObserver {
-  /** Exposed and attached; `td` is the TD as exposed. */
-  started?(twin: Twin, td: JsonObject): void;
-  /** Removed: no longer exposed. */
-  removed?(twin: Twin, td: JsonObject): void;
-}
-
 /** Evaluation slices per push interval. */
 const SLICES = 20;
 
@@ -75,7 +67,6 @@ export class TwinRuntime {
   #order: Twin[] | undefined;
   #cursor = 0;
   #unsubscribeManagement: (() => void) | undefined;
-  readonly #observers = new Set<TwinRuntimeObserver>();
 
   private constructor(options: TwinRuntimeOptions, digital: DigitalInterface) {
     this.options = options;
@@ -184,7 +175,6 @@ export class TwinRuntime {
     }
     if (twin.attached) await this.#attach(running);
     this.options.logger?.info({ twin: twin.id, schema: twin.config.schema }, "twin started");
-    for (const observer of this.#observers) observer.started?.(twin, running.td);
     return twin;
   }
 
@@ -193,12 +183,6 @@ export class TwinRuntime {
     // While the broker is unreachable the twin stays Unbound; it binds once the broker is back.
     if (running.connection.connected) await running.attachment.subscribed;
     else running.attachment.subscribed.catch(() => {});
-  }
-
-  /** Calls `observer` as twins start and are removed; returns a function that stops it. */
-  observe(observer: TwinRuntimeObserver): () => void {
-    this.#observers.add(observer);
-    return () => this.#observers.delete(observer);
   }
 
   #get(id: string): Running {
@@ -257,7 +241,6 @@ export class TwinRuntime {
     this.#untrack(id);
     await this.digital.destroy(id, { handover: options.handover });
     await running.connection.release();
-    for (const observer of this.#observers) observer.removed?.(running.twin, running.td);
     return state;
   }
 
