@@ -133,14 +133,16 @@ export class ConfigError extends Error {
   }
 }
 
-const port = (what: string) =>
+/** A port number from the environment (`what` ends the message, e.g. the variable's purpose). */
+export const port = (what = "") =>
   z
     .string()
     .regex(/^\d+$/, `must be a port number (0-65535)${what}`)
     .transform(Number)
     .refine((n) => n <= 65535, `must be a port number (0-65535)${what}`);
 
-const urlWithScheme = (schemes: string[]) =>
+/** An absolute URL with one of `schemes`. */
+export const urlWithScheme = (schemes: string[]) =>
   z
     .string()
     .refine((s) => URL.canParse(s), "must be an absolute URL")

@@ -28,6 +28,7 @@ import { MANAGER_TD_ID, managerThingDescription } from "./manager/manager-td.js"
 import { type EmbeddedBroker, startEmbeddedBroker } from "./mqtt/embedded-broker.js";
 import { measureBrokerLatency } from "./mqtt/latency.js";
 import { packageVersion, thingModelsDir } from "./paths.js";
+import { DockerDriver } from "./platforms/docker/driver.js";
 import { InProcessDriver } from "./platforms/in-process/driver.js";
 import { loadThingModels, ThingModelRegistry } from "./wot/model-registry.js";
 
@@ -45,6 +46,8 @@ export interface Gateway {
   manager: DtcManager;
   /** The in-process platform driver (twins in this process: node `local` and other in-process nodes). */
   inProcess: InProcessDriver;
+  /** The Docker platform driver (twins as containers on the engines of docker nodes). */
+  docker: DockerDriver;
   close(): Promise<void>;
 }
 
@@ -96,10 +99,18 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     pushIntervalMs: config.entanglementIntervalMs,
     logger,
   });
+  const docker = new DockerDriver({
+    registry: models,
+    brokerUrl,
+    httpBaseUri: () => `${publicBase}/twins`,
+    gatewayId: managerStore.gatewayId,
+    pushIntervalMs: config.entanglementIntervalMs,
+    logger,
+  });
   const manager = new DtcManager({
     store: managerStore,
     inventory,
-    drivers: [inProcess],
+    drivers: [inProcess, docker],
     directory,
     twinStatus,
     publicBase: base,
@@ -189,6 +200,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     twinStatus,
     manager,
     inProcess,
+    docker,
     close: async () => {
       // Open event streams would hold the server's close open.
       events.close();

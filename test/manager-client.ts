@@ -41,7 +41,8 @@ export async function startTestGateway(env: Record<string, string> = {}): Promis
       DTC_ENTANGLEMENT_INTERVAL_MS: "100",
       ...env,
     }),
-    createLogger("silent"),
+    // DTC_TEST_LOG_LEVEL=debug shows what a test gateway did (silent by default).
+    createLogger((process.env.DTC_TEST_LOG_LEVEL ?? "silent") as Parameters<typeof createLogger>[0]),
   );
   if (!own) return gateway;
   return {

@@ -19,7 +19,13 @@ export interface ManagerApiOptions {
   logger?: Logger;
 }
 
-const TITLES = { 400: "Bad Request", 404: "Not Found", 409: "Conflict" } as const;
+const TITLES = {
+  400: "Bad Request",
+  404: "Not Found",
+  409: "Conflict",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+} as const;
 
 async function body(c: Context): Promise<unknown> {
   const text = await c.req.text();

@@ -1,10 +1,13 @@
 import type { ZodError } from "zod";
 import type { ValidationIssue } from "../wot/validation.js";
 
-/** A request the manager refuses: 400 bad input, 404 unknown id, 409 conflict with what exists. */
+/**
+ * A request the manager refuses or cannot carry out: 400 bad input, 404 unknown id, 409 conflict
+ * with what exists, 502 a platform failed doing it, 503 a platform does not answer.
+ */
 export class ManagerError extends Error {
   constructor(
-    readonly status: 400 | 404 | 409,
+    readonly status: 400 | 404 | 409 | 502 | 503,
     message: string,
     readonly validationErrors?: ValidationIssue[],
   ) {

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
@@ -99,6 +100,9 @@ export class ManagerStore {
   readonly states: Collection<TwinState>;
   readonly snapshots: Collection<StoredSnapshot>;
 
+  /** This gateway's id, made at its first start (its containers carry it). */
+  readonly gatewayId: string;
+
   constructor(path: string) {
     mkdirSync(dirname(path), { recursive: true });
     const db = new Database(path);
@@ -108,6 +112,14 @@ export class ManagerStore {
     for (const table of TABLES) {
       db.exec(`CREATE TABLE IF NOT EXISTS ${table} (id TEXT PRIMARY KEY, json TEXT NOT NULL) WITHOUT ROWID`);
     }
+    db.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID");
+    db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('gateway-id', ?)").run(
+      randomBytes(8).toString("hex"),
+    );
+    this.gatewayId = db
+      .prepare<[], string>("SELECT value FROM meta WHERE key = 'gateway-id'")
+      .pluck()
+      .get() as string;
     this.#db = db;
     this.nodes = new Collection(db, "nodes", true);
     this.schemas = new Collection(db, "schemas", true);

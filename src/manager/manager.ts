@@ -10,6 +10,7 @@ import {
   type NodeTarget,
   PLATFORM_INDIVIDUAL,
   type PlatformDriver,
+  PlatformError,
   type Readiness,
 } from "../platforms/driver.js";
 import { AugmentationError } from "../runtime/augmentation.js";
@@ -422,6 +423,7 @@ export class DtcManager {
         createdAt: existing?.createdAt ?? now,
         updatedAt: now,
         origin: { restoredFrom: snapshotId },
+        failures: existing?.failures,
       };
       const previous = this.#running.get(id);
       if (previous) {
@@ -506,6 +508,7 @@ export class DtcManager {
         createdAt: now,
         updatedAt: now,
         origin: { clonedFrom: id },
+        failures: undefined,
       };
       this.#store.instances.put(cloneId, record);
       try {
@@ -570,21 +573,27 @@ export class DtcManager {
   }
 
   async #removeOrphans(): Promise<void> {
-    const known = new Set(this.#store.instances.all().map((r) => r.id));
     for (const node of this.#inventory.nodes()) {
       const driver = this.#drivers.get(node.platform);
       if (!driver || this.#closed) continue;
       const ids = await driver.running(target(node)).catch(() => [] as string[]);
       for (const id of ids) {
-        const owner = this.#running.get(id);
-        if (known.has(id) && owner?.handle.node === node.id) continue;
-        if (known.has(id) && this.#store.instances.get(id)?.node === node.id) continue;
-        this.#logger?.warn({ instance: id, node: node.id }, "removing an orphaned instance");
-        await driver
-          .removeOrphan(target(node), id)
-          .catch((err) => this.#logger?.warn({ err }, "orphan removal failed"));
+        if (this.#owns(id, node.id)) continue;
+        // In the instance's queue: a move or restore to this node may be starting it right now.
+        await this.#serial(id, async () => {
+          if (this.#closed || this.#owns(id, node.id)) return;
+          this.#logger?.warn({ instance: id, node: node.id }, "removing an orphaned instance");
+          await driver.removeOrphan(target(node), id);
+        }).catch((err) => this.#logger?.warn({ err }, "orphan removal failed"));
       }
     }
+  }
+
+  /** Whether instance `id` belongs on `nodeId`: it runs there, or its record puts it there. */
+  #owns(id: string, nodeId: string): boolean {
+    const record = this.#store.instances.get(id);
+    if (!record) return false;
+    return this.#running.get(id)?.handle.node === nodeId || record.node === nodeId;
   }
 
   /** Saves the state of every running twin that changed since its last save. */
@@ -705,6 +714,7 @@ export class DtcManager {
     return {
       id: record.id,
       node: target(node),
+      package: pkg.id,
       artefact: pkg.artefact,
       requirements: pkg.requirements,
       twin,
@@ -737,7 +747,15 @@ export class DtcManager {
       failed: (reason) => {
         running.failed = reason;
         this.#logger?.warn({ instance: record.id, reason }, "the platform lost the instance");
-        void this.reconcile();
+        const at = new Date().toISOString();
+        void this.#serial(record.id, async () => {
+          const current = this.#store.instances.get(record.id);
+          if (!current) return;
+          const count = (current.failures?.count ?? 0) + 1;
+          this.#save(current, { failures: { count, last: { reason, at } } });
+        })
+          .catch((err) => this.#logger?.warn({ err, instance: record.id }, "recording a failure failed"))
+          .then(() => this.reconcile());
       },
     });
     this.#running.set(record.id, running);
@@ -863,6 +881,7 @@ export function asManagerError(err: unknown): unknown {
     return new ManagerError(400, err.message);
   }
   if (err instanceof TwinConflictError) return new ManagerError(409, err.message);
+  if (err instanceof PlatformError) return new ManagerError(err.status, err.message);
   if (err instanceof TwinNotFoundError) return new ManagerError(404, err.message);
   return err;
 }

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { dockerEndpoint } from "../platforms/docker/endpoint.js";
 import { PLATFORMS, type Platform } from "../platforms/driver.js";
 import { TWIN_ID } from "../runtime/twin.js";
 
@@ -23,23 +24,31 @@ const id = z
 const count = z.number().int().nonnegative();
 const amount = z.number().nonnegative().finite();
 
-export const nodeInput = z.strictObject({
-  id,
-  platform: z.enum(PLATFORMS),
-  tier: z.enum(TIERS),
-  capabilities: z.strictObject({
-    /** Cores. */
-    cpu: amount,
-    /** MiB. */
-    memory: count,
-    gpu: count.default(0),
-  }),
-  labels: z.record(z.string().min(1), z.string()).default({}),
-  /** Measured one-way latency to the physical side (the PTs' broker), ms. */
-  latencyMs: amount.default(0),
-  /** Platform-specific connection, e.g. a Docker engine's { socketPath } or { host, port }. */
-  endpoint: z.record(z.string(), z.unknown()).optional(),
-});
+export const nodeInput = z
+  .strictObject({
+    id,
+    platform: z.enum(PLATFORMS),
+    tier: z.enum(TIERS),
+    capabilities: z.strictObject({
+      /** Cores. */
+      cpu: amount,
+      /** MiB. */
+      memory: count,
+      gpu: count.default(0),
+    }),
+    labels: z.record(z.string().min(1), z.string()).default({}),
+    /** Measured one-way latency to the physical side (the PTs' broker), ms. */
+    latencyMs: amount.default(0),
+    /** Platform-specific connection, e.g. a Docker engine's { socketPath } or { host, port }. */
+    endpoint: z.record(z.string(), z.unknown()).optional(),
+  })
+  .superRefine((node, ctx) => {
+    if (node.platform !== "docker" || node.endpoint === undefined) return;
+    const parsed = dockerEndpoint.safeParse(node.endpoint);
+    for (const issue of parsed.error?.issues ?? []) {
+      ctx.addIssue({ code: "custom", path: ["endpoint", ...issue.path.map(String)], message: issue.message });
+    }
+  });
 export type NodeInput = z.input<typeof nodeInput>;
 
 export interface DtcNode extends z.output<typeof nodeInput> {
@@ -183,6 +192,8 @@ export interface InstanceRecord {
   updatedAt: string;
   /** Where it came from when not started fresh. */
   origin?: { clonedFrom?: string; restoredFrom?: string };
+  /** Times its platform lost it (a container that died), and the last one. */
+  failures?: { count: number; last: { reason: string; at: string } };
 }
 
 export const placementInput = z.strictObject({ node: id, id: id.optional() });

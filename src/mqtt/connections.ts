@@ -1,5 +1,8 @@
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 
+/** How long closing a connection waits for messages in flight, ms. */
+const END_GRACE_MS = 2000;
+
 /** Receives the messages of one subscribed topic. */
 export type MessageHandler = (topic: string, payload: Buffer) => void;
 /** Told when the connection to the broker comes up or goes down. */
@@ -98,7 +101,17 @@ export class SharedMqttConnection {
     this.#listeners.clear();
     this.#handlers.clear();
     this.#patterns.clear();
-    await this.#client.endAsync();
+    // A graceful end waits for QoS 1 messages still in flight; after a broker restart some may
+    // never be acknowledged, and end would wait forever: give them a moment, then force it.
+    let timer: NodeJS.Timeout | undefined;
+    const ended = await Promise.race([
+      this.#client.endAsync().then(() => true),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), END_GRACE_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (!ended) await this.#client.endAsync(true);
   }
 }
 

@@ -32,6 +32,8 @@ export interface InstanceSpec {
   /** The instance id, which is also the twin id (its URLs and MQTT topics). */
   id: string;
   node: NodeTarget;
+  /** The package it is started from (labels, diagnostics). */
+  package?: string;
   /** The package's artefact: `module` for in-process, `image` for Docker and Kubernetes. */
   artefact: { module?: string; image?: string };
   /** CPU (cores), memory (MiB) and GPUs the package asks for (limits on container platforms). */
@@ -82,6 +84,20 @@ export interface InstanceHandle {
    * (a move), so what they share (its retained MQTT TD, its topics) is left to the new copy.
    */
   remove(options?: { handover?: boolean }): Promise<void>;
+}
+
+/**
+ * A platform could not do what was asked: 503 its engine does not answer, 502 it failed doing it
+ * (a container that exits at start, an image that cannot be pulled), 409 it refuses the request.
+ */
+export class PlatformError extends Error {
+  constructor(
+    message: string,
+    readonly status: 409 | 502 | 503 = 502,
+  ) {
+    super(message);
+    this.name = "PlatformError";
+  }
 }
 
 export type Readiness = { ready: true } | { ready: false; reason: string };

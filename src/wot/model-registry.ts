@@ -170,6 +170,35 @@ export class ThingModelRegistry {
   }
 
   /**
+   * `iri`'s model and every registered model it refers to, transitively (tm:extends, tm:submodel,
+   * tm:ref, dtc:aggregation), as registered: what another process needs to instantiate it (a
+   * twin in a container has only the built-in models).
+   */
+  closure(iri: string): Record<string, ThingModel> {
+    const out: Record<string, ThingModel> = {};
+    const pending = [iri];
+    for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+      const tm = this.#models.get(next);
+      if (!tm || next in out) continue;
+      out[next] = clone(tm);
+      const prepared = this.prepare(tm, next);
+      for (const link of prepared.links ?? []) {
+        if (link.rel === "tm:extends" || link.rel === "tm:submodel") pending.push(link.href);
+      }
+      for (const kind of AFFORDANCE_KINDS) {
+        for (const affordance of Object.values(prepared[kind] ?? {})) {
+          const ref = affordance["tm:ref"];
+          if (typeof ref === "string") pending.push(ref.split("#")[0] ?? "");
+        }
+      }
+      for (const agg of [prepared["dtc:aggregation"]].flat()) {
+        if (isObject(agg) && typeof agg["dtc:schema"] === "string") pending.push(agg["dtc:schema"]);
+      }
+    }
+    return out;
+  }
+
+  /**
    * The map to hand ThingModelHelpers: the given values, and every other placeholder of the models
    * reached mapped to itself (left for the caller to report if it reaches the result).
    */
