@@ -1,6 +1,9 @@
-import { resolve } from "node:path";
+import { readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig } from "../src/config.js";
+import { ConfigError, ENVIRONMENT, loadConfig } from "../src/config.js";
+import { projectRoot } from "../src/paths.js";
+import { TWIN_ENVIRONMENT } from "../src/runtime/twin-process-config.js";
 import { thrown } from "./helpers.js";
 
 const configError = (env: Record<string, string>): ConfigError => thrown(() => loadConfig(env), ConfigError);
@@ -135,5 +138,26 @@ describe("configuration from the environment", () => {
           'must be set too: a remote SPARQL store needs both the query and the update endpoint (got "")',
       },
     ]);
+  });
+});
+
+describe("the README's configuration tables", () => {
+  const readme = readFileSync(join(projectRoot, "README.md"), "utf8");
+  /** Default cells by variable, from every table row that starts with a `VARIABLE`. */
+  const rows = new Map<string, string[]>();
+  for (const [, name = "", cell = ""] of readme.matchAll(/^\| `([A-Z_]+)` +\| ([^|]*?) +\|/gm)) {
+    rows.set(name, [...(rows.get(name) ?? []), cell]);
+  }
+  const documented = (table: Record<string, { default: string }>) =>
+    Object.entries(table).filter(
+      ([name, v]) => !(rows.get(name) ?? []).includes(v.default === "" ? "unset" : `\`${v.default}\``),
+    );
+
+  it("lists every gateway variable with its default", () => {
+    expect(documented(ENVIRONMENT)).toEqual([]);
+  });
+
+  it("lists every twin process variable with its default", () => {
+    expect(documented(TWIN_ENVIRONMENT)).toEqual([]);
   });
 });
