@@ -14,8 +14,8 @@ import { type Benchmark, type BenchRow, valueRow } from "./harness.js";
  * Entangled of an IIoT twin in a container on a Docker node, vs the same twin in-process, median
  * of 10 each (PT already publishing at 20 Hz); the engine's own floor, creating and starting a
  * container of the same image that exits at once; (2) memory of a twin container (the engine's
- * cgroup figure) vs an idle Node container of the same image, and vs the in-process twin's share
- * of the gateway's RSS.
+ * cgroup figure: usage less inactive file cache, as `docker stats`) vs an idle Node container of
+ * the same image, and an in-process twin's share of the gateway's RSS (100 twins started together).
  *
  * The engine is a private dockerd (vfs storage, as in the tests; DTC_TEST_DOCKER_STORAGE=overlay2
  * for the copy-on-write driver real hosts use) with host networking; the image is the test image
@@ -25,6 +25,7 @@ import { type Benchmark, type BenchRow, valueRow } from "./harness.js";
 const log = (line: string) => process.stdout.write(`  docker: ${line}\n`);
 const RUNS = 10;
 const MEMORY_TWINS = 5;
+const IN_PROCESS_TWINS = 100;
 const FIDELITY = { expectedUpdateRate: 20, desiredTimeliness: 50, odteWindow: 2 };
 
 const median = (values: number[]) => {
@@ -154,7 +155,28 @@ async function run(): Promise<BenchRow[]> {
       await c.remove({ force: true });
     }
 
-    // (2) Memory: twin containers Entangled and settled, vs idle Node containers of the image.
+    // (2) Memory: in-process twins' share of the gateway's RSS (100 of them, for a figure above the noise).
+    const rssBefore = process.memoryUsage().rss;
+    const inProcessTwins: IiotDeviceSimulator[] = [];
+    for (let i = 0; i < IN_PROCESS_TWINS; i++) {
+      const id = `bench-i${i}`;
+      const sim = new IiotDeviceSimulator({ id, brokerUrl: gateway.brokerUrl, rate: 20 });
+      await sim.start();
+      inProcessTwins.push(sim);
+      await api(gateway, "POST", "/api/instances", {
+        package: "iiot-device",
+        node: "local",
+        id,
+        configuration: { DEVICE_ID: id },
+        fidelity: FIDELITY,
+      });
+    }
+    await new Promise((r) => setTimeout(r, 5000));
+    const perInProcessTwin = (process.memoryUsage().rss - rssBefore) / IN_PROCESS_TWINS;
+    for (let i = 0; i < IN_PROCESS_TWINS; i++) await api(gateway, "DELETE", `/api/instances/bench-i${i}`);
+    await Promise.all(inProcessTwins.map((s) => s.stop()));
+
+    // Twin containers Entangled and settled, vs idle Node containers of the image.
     const twins: string[] = [];
     const sims: IiotDeviceSimulator[] = [];
     for (let i = 0; i < MEMORY_TWINS; i++) {
@@ -221,6 +243,11 @@ async function run(): Promise<BenchRow[]> {
         mib(mean(twinMemory)),
         "MiB",
         idleRow,
+      ),
+      valueRow(
+        `in-process twin: gateway RSS growth per twin (${IN_PROCESS_TWINS} twins)`,
+        mib(perInProcessTwin),
+        "MiB",
       ),
     ];
   } finally {

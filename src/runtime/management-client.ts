@@ -113,19 +113,22 @@ export class TwinManagementClient {
   async waitReady(deadlineMs: number, abort?: () => string | undefined): Promise<void> {
     const until = Date.now() + deadlineMs;
     let last = "no answer yet";
+    // The last answer, kept apart: the request cut by the deadline would otherwise hide it.
+    let answered: string | undefined;
     for (;;) {
       const reason = abort?.();
       if (reason !== undefined) throw new TwinManagementError(`the twin process is not ready: ${reason}`);
       const remaining = until - Date.now();
       if (remaining <= 0) {
         throw new TwinManagementError(
-          `the twin process at ${this.baseUrl} was not ready within ${deadlineMs} ms (last: ${last})`,
+          `the twin process at ${this.baseUrl} was not ready within ${deadlineMs} ms (last: ${last}${answered !== undefined && answered !== last ? `; last answer: ${answered}` : ""})`,
         );
       }
       try {
         const health = await this.health({ timeoutMs: Math.max(1, Math.min(this.#timeoutMs, remaining)) });
         if (health.ok) return;
         last = `health ${health.status}`;
+        answered = last;
       } catch (err) {
         // Unreachable while the container starts; an error answer (e.g. 401 from a proxy) is kept.
         if (!(err instanceof TwinManagementError)) throw err;

@@ -111,8 +111,13 @@ export class DockerDriver implements PlatformDriver {
     for (const info of containers) {
       if (adopted === undefined && info.State === "running") {
         try {
-          adopted = await this.#attach(placement, info.Id);
-          continue;
+          const found = await this.#attach(placement, info.Id);
+          // One still awaiting its state: the gateway stopped between starting it and the import.
+          if (found.td.id !== undefined) {
+            adopted = found;
+            continue;
+          }
+          found.stopWatching();
         } catch (err) {
           this.#options.logger?.warn(
             { instance: spec.id, container: info.Id, err: (err as Error).message },
