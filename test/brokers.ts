@@ -1,10 +1,12 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import mqtt from "mqtt";
 import { startEmbeddedBroker } from "../src/mqtt/embedded-broker.js";
+import { freePort } from "../src/net.js";
+
+export { freePort };
 
 /** A real MQTT broker on loopback for one test file. */
 export interface TestBroker {
@@ -27,14 +29,6 @@ export const BROKER_KINDS = ["aedes", "mosquitto"] as const;
 function mosquittoBinary(): string | undefined {
   const dirs = [...(process.env.PATH ?? "").split(path.delimiter), "/usr/sbin", "/usr/local/sbin"];
   return dirs.map((d) => path.join(d, "mosquitto")).find((p) => existsSync(p));
-}
-
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** Connects until the broker answers, or fails after `deadlineMs`. */

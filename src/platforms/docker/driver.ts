@@ -1,9 +1,11 @@
 import { randomBytes } from "node:crypto";
-import net from "node:net";
+import { once } from "node:events";
+import { Readable, Writable } from "node:stream";
 import type Docker from "dockerode";
 import type { EntanglementFigures } from "../../domain/entanglement.js";
 import type { LifecycleState } from "../../domain/lifecycle.js";
 import type { Logger } from "../../logger.js";
+import { freePort } from "../../net.js";
 import { TwinManagementClient, TwinManagementError } from "../../runtime/management-client.js";
 import type { TwinState } from "../../runtime/twin.js";
 import type { ThingModelRegistry } from "../../wot/model-registry.js";
@@ -275,7 +277,7 @@ export class DockerDriver implements PlatformDriver {
       if (state !== undefined) {
         const { td, status } = await deployment.client.importState(state);
         deployment.td = td;
-        deployment.status = status as InstanceStatus;
+        deployment.status = status;
       }
       this.#options.logger?.info(
         { instance: spec.id, node: placement.node, container: name, image },
@@ -283,7 +285,7 @@ export class DockerDriver implements PlatformDriver {
       );
       return deployment;
     } catch (err) {
-      const logs = await containerLogs(container);
+      const logs = await containerLogs(docker, container);
       await removeContainer(container);
       const message = err instanceof Error ? err.message : String(err);
       throw new PlatformError(
@@ -321,7 +323,7 @@ export class DockerDriver implements PlatformDriver {
         client,
         httpTarget: http,
         td: awaiting ? {} : await client.td(),
-        status: awaiting ? { lifecycle: "Unbound" } : ((await client.status()) as InstanceStatus),
+        status: awaiting ? { lifecycle: "Unbound" } : await client.status(),
         exited: () => exit,
         setOnExit: (listener) => {
           onExit = listener;
@@ -502,28 +504,28 @@ function envOf(info: Docker.ContainerInspectInfo, name: string): string | undefi
   return entry?.slice(name.length + 1);
 }
 
-async function containerLogs(container: Docker.Container): Promise<string> {
+/** The last lines a container wrote (stdout and stderr, demultiplexed by docker-modem). */
+async function containerLogs(docker: Docker, container: Docker.Container): Promise<string> {
   try {
-    const buffer = (await container.logs({
+    const framed = (await container.logs({
       stdout: true,
       stderr: true,
       tail: LOG_TAIL,
     })) as unknown as Buffer;
-    return demux(buffer).trim();
+    const chunks: Buffer[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        chunks.push(chunk);
+        done();
+      },
+    });
+    const source = Readable.from([framed]);
+    docker.modem.demuxStream(source, sink, sink);
+    await once(source, "end");
+    return Buffer.concat(chunks).toString("utf8").trim();
   } catch {
     return "";
   }
-}
-
-/** The text of a non-TTY log buffer (8-byte frame headers before each chunk). */
-function demux(buffer: Buffer): string {
-  const parts: string[] = [];
-  for (let at = 0; at + 8 <= buffer.length; ) {
-    const size = buffer.readUInt32BE(at + 4);
-    parts.push(buffer.subarray(at + 8, at + 8 + size).toString("utf8"));
-    at += 8 + size;
-  }
-  return parts.join("");
 }
 
 async function removeContainer(container: Docker.Container): Promise<void> {
@@ -556,21 +558,6 @@ function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promi
   ]).finally(() => clearTimeout(timer));
 }
 
-/** A free TCP port on this host (host networking: the container binds it a moment later). */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", resolve);
-  });
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-/** A listener as registered, re-registered on the next container after a restart. */
-type Registration = StatusListener;
-
 class DockerInstance implements InstanceHandle {
   readonly id: string;
   readonly node: string;
@@ -582,7 +569,8 @@ class DockerInstance implements InstanceHandle {
   /** The container's exit is expected (shutdown, restart, removal): not a failure. */
   #leaving = false;
   #closeEvents: (() => void) | undefined;
-  readonly #listeners = new Set<Registration>();
+  /** Registered listeners (each a copy, so one listener may be registered twice); they outlive a restart's container. */
+  readonly #listeners = new Set<StatusListener>();
 
   constructor(driver: DockerDriver, placement: Placement, spec: FreshSpec, deployment: Deployment) {
     this.id = spec.id;
@@ -617,7 +605,7 @@ class DockerInstance implements InstanceHandle {
   }
 
   onStatus(listener: StatusListener): () => void {
-    const registration: Registration = { ...listener };
+    const registration: StatusListener = { ...listener };
     this.#listeners.add(registration);
     return () => {
       this.#listeners.delete(registration);
@@ -702,17 +690,11 @@ class DockerInstance implements InstanceHandle {
         }
         const data = event.data as { lifecycle: LifecycleState | null; entanglement?: EntanglementFigures };
         if (data.lifecycle === null) return;
-        const before = deployment.status.lifecycle;
-        deployment.status = {
-          lifecycle: data.lifecycle,
-          ...(data.entanglement ? { entanglement: data.entanglement } : {}),
-        };
-        if (event.type === "entanglement") {
-          for (const l of [...this.#listeners]) l.entanglementEvaluated?.();
-        }
-        if (deployment.status.lifecycle !== before) {
-          for (const l of [...this.#listeners]) l.lifecycleChanged?.();
-        }
+        this.#setStatus(
+          deployment,
+          { lifecycle: data.lifecycle, ...(data.entanglement ? { entanglement: data.entanglement } : {}) },
+          event.type === "entanglement",
+        );
       },
       () => {
         if (closed || this.#deployment !== deployment || this.#leaving) return;
@@ -731,10 +713,15 @@ class DockerInstance implements InstanceHandle {
   }
 
   async #refresh(deployment: Deployment): Promise<void> {
-    const status = (await this.#call(() => deployment.client.status())) as InstanceStatus;
-    if (this.#deployment !== deployment) return;
+    const status = await this.#call(() => deployment.client.status());
+    if (this.#deployment === deployment) this.#setStatus(deployment, status, false);
+  }
+
+  /** Takes the twin's status and tells the listeners what changed. */
+  #setStatus(deployment: Deployment, status: InstanceStatus, evaluated: boolean): void {
     const before = deployment.status.lifecycle;
     deployment.status = status;
+    if (evaluated) for (const l of [...this.#listeners]) l.entanglementEvaluated?.();
     if (status.lifecycle !== before) for (const l of [...this.#listeners]) l.lifecycleChanged?.();
   }
 
