@@ -359,6 +359,29 @@ describe("Docker platform driver (real engine)", () => {
       id: "gpu-twin",
       configuration: { DEVICE_ID: "x" },
     });
+    // A twin process that exits at start (its broker refuses it): 502 with the container's last lines.
+    expect(
+      (
+        await api("POST", "/api/nodes", {
+          id: "docker-nobroker",
+          platform: "docker",
+          tier: "edge",
+          capabilities: { cpu: 1, memory: 1024 },
+          endpoint: { socketPath: engine.socketPath, network: "host", brokerUrl: "mqtt://127.0.0.1:1" },
+        })
+      ).status,
+    ).toBe(201);
+    const exits = await api("POST", "/api/instances", {
+      package: "iiot-docker",
+      node: "docker-nobroker",
+      id: "no-broker",
+      configuration: { DEVICE_ID: "x" },
+    });
+    expect(exits.status).toBe(502);
+    expect(exits.body.detail).toMatch(/did not start: container dtc-no-broker-\w+ exited with code 1/);
+    expect(exits.body.detail).toMatch(/dtc-twin: failed to start: .*ECONNREFUSED/);
+    expect(await containersOf("no-broker")).toEqual([]);
+
     // The engine has no GPU runtime: it refuses the device request, and the manager says so.
     expect(noDevice.status).toBe(502);
     expect(noDevice.body.detail).toMatch(/gpu/i);
@@ -402,7 +425,13 @@ describe("Docker platform driver (real engine)", () => {
       expect(await containersOf("press-b")).toEqual([]);
     } finally {
       await broker?.close();
-      await network.remove();
+      // The engine releases a removed container's endpoint a moment after the removal.
+      await waitFor("the test network removed", () =>
+        network.remove().then(
+          () => true,
+          () => false,
+        ),
+      );
     }
   });
 });
