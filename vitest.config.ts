@@ -6,5 +6,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     reporters: ["default", "./test/summary-reporter.ts"],
+    // isolated-vm (the twins' function sandbox) asks Node 20+ to start without its startup snapshot.
+    poolOptions: { forks: { execArgv: ["--no-node-snapshot"] } },
   },
 });

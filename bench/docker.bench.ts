@@ -110,7 +110,7 @@ async function run(): Promise<BenchRow[]> {
     const image = await buildTwinTestImage(engine);
     log(`test image built in ${((performance.now() - built) / 1000).toFixed(1)} s`);
     gateway = await startGateway(
-      loadConfig({ DTC_PORT: "0", DTC_MQTT_PORT: "0", DTC_DATA_DIR: dataDir }),
+      loadConfig({ DTC_PORT: "0", DTC_MQTT_PORT: "0", DTC_DATA_DIR: dataDir, DTC_AUTH: "off" }),
       createLogger("silent"),
     );
     await api(gateway, "POST", "/api/nodes", {

@@ -571,7 +571,13 @@ export const benchmark: Benchmark = {
     const dataDir = mkdtempSync(join(tmpdir(), "dtc-bench-manager-"));
     try {
       const gateway = await startGateway(
-        loadConfig({ DTC_PORT: "0", DTC_MQTT_PORT: "0", DTC_DATA_DIR: dataDir, DTC_LOG_LEVEL: "silent" }),
+        loadConfig({
+          DTC_PORT: "0",
+          DTC_MQTT_PORT: "0",
+          DTC_DATA_DIR: dataDir,
+          DTC_LOG_LEVEL: "silent",
+          DTC_AUTH: "off",
+        }),
         createLogger("silent"),
       );
       const client = new Client(gateway.url);
@@ -605,7 +611,13 @@ function sampleMemory(): Sample {
 /** A gateway as users run it, on `dataDir`; samples memory and closes when told. */
 async function gatewayChild(dataDir: string): Promise<void> {
   const gateway = await startGateway(
-    loadConfig({ DTC_PORT: "0", DTC_MQTT_PORT: "0", DTC_DATA_DIR: dataDir, DTC_LOG_LEVEL: "silent" }),
+    loadConfig({
+      DTC_PORT: "0",
+      DTC_MQTT_PORT: "0",
+      DTC_DATA_DIR: dataDir,
+      DTC_LOG_LEVEL: "silent",
+      DTC_AUTH: "off",
+    }),
     createLogger("silent"),
   );
   process.on("message", async (m: { type?: string }) => {

@@ -2,10 +2,10 @@ import { fork } from "node:child_process";
 import { createHistogram, type RecordableHistogram } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
-import vm from "node:vm";
 import bindingHttp from "@node-wot/binding-http";
 import bindingMqtt from "@node-wot/binding-mqtt";
 import { Servient } from "@node-wot/core";
+import ivm from "isolated-vm";
 import mqtt, { type MqttClient } from "mqtt";
 import { EntanglementWindow, type FidelityParams } from "../src/domain/entanglement.js";
 import { noDelay } from "../src/mqtt/connections.js";
@@ -27,7 +27,7 @@ import { type Benchmark, type BenchRow, exited, measure, nextMessage, valueRow }
  * smallest Td that keeps ODTE >= 0.99 at 10 Hz vs the same for raw broker delays; (3) how many 1 Hz
  * twins keep ODTE >= 0.99 at Td = 10 ms vs how many 1 Hz PTs a bare subscriber keeps there;
  * (4) memory per twin vs a bare node-wot ExposedThing of the same TD; (5) augmentation: hot update
- * vs bare node:vm, and per-message cost with 1 and 3 functions vs none.
+ * vs bare isolated-vm, and per-message cost with 1 and 3 functions vs none.
  *
  * The fleets of (3) run in a child process (PTs are not the gateway: on 2 cores they get the other
  * one), and (4) measures in fresh child processes run with --expose-gc; both are this file, started
@@ -630,21 +630,24 @@ async function augmentation(runtime: TwinRuntime): Promise<BenchRow[]> {
   const none = await make([]);
   const one = await make(["fahrenheit"]);
   const three = await make(["fahrenheit", "average", "outlier"]);
-  // The floor of a hot update: compiling the source in a context that exists (the twin's does).
-  const bareVm = "hot update: bare node:vm compile in an existing context";
-  const context = vm.createContext(Object.create(null), { codeGeneration: { strings: false, wasm: false } });
+  // The floor of a hot update: compiling and evaluating the source, with a time limit, in an
+  // isolate and context that exist (the twin's do).
+  const bareVm = "hot update: bare isolated-vm compile + run in an existing context";
+  const isolate = new ivm.Isolate({ memoryLimit: 32 });
+  const context = isolate.createContextSync();
+  const evaluate = (into: ivm.Context) =>
+    isolate.compileScriptSync(FUNCTIONS.fahrenheit).runSync(into, { timeout: 50, reference: true }).release();
   const msg0 = "handleTelemetry: 0 functions";
   const rows = await measure([
     {
-      name: "(reference) bare node:vm new context + compile",
+      name: "(reference) bare isolated-vm new context + compile + run",
       fn: () => {
-        const fresh = vm.createContext(Object.create(null), {
-          codeGeneration: { strings: false, wasm: false },
-        });
-        vm.runInContext(`globalThis.__fn = (${FUNCTIONS.fahrenheit}\n);`, fresh);
+        const fresh = isolate.createContextSync();
+        evaluate(fresh);
+        fresh.release();
       },
     },
-    { name: bareVm, fn: () => vm.runInContext(`globalThis.__fn = (${FUNCTIONS.fahrenheit}\n);`, context) },
+    { name: bareVm, fn: () => evaluate(context) },
     {
       name: "hot update: twin.installAugmentation (replace)",
       fn: () => one.twin.installAugmentation("fahrenheit", FUNCTIONS.fahrenheit),
@@ -659,6 +662,7 @@ async function augmentation(runtime: TwinRuntime): Promise<BenchRow[]> {
   );
   log(`augmentation: ${checks.join(", ")}; aug3 state ${JSON.stringify(three.twin.properties)}`);
   for (const id of ["aug0", "aug1", "aug3"]) await runtime.remove(id);
+  isolate.dispose();
   return rows;
 }
 

@@ -24,7 +24,7 @@ RUN npm run build \
 
 # --- runtime ---
 FROM node:22-slim
-ENV NODE_ENV=production DTC_HOST=0.0.0.0 DTC_DATA_DIR=/data
+ENV NODE_ENV=production DTC_HOST=0.0.0.0 DTC_MQTT_HOST=0.0.0.0 DTC_DATA_DIR=/data
 WORKDIR /app
 COPY --from=build /src/package.json /src/package-lock.json ./
 COPY --from=build /src/node_modules ./node_modules
@@ -42,4 +42,4 @@ EXPOSE 8080 1883
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.DTC_PORT || 8080) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # SIGTERM (docker stop) saves every twin's state and exits 0; give it time: docker stop -t 30.
-ENTRYPOINT ["node", "dist/src/main.js"]
+ENTRYPOINT ["node", "--no-node-snapshot", "dist/src/main.js"]

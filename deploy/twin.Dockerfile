@@ -40,4 +40,4 @@ EXPOSE 8080 8081
 # GET /health of the management endpoint needs no token.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.DTC_TWIN_MANAGEMENT_PORT || 8081) + '/health').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-ENTRYPOINT ["node", "dist/src/twin-main.js"]
+ENTRYPOINT ["node", "--no-node-snapshot", "dist/src/twin-main.js"]

@@ -11,6 +11,12 @@ export interface Config {
   /** External MQTT broker; undefined means the embedded broker on mqttPort. */
   mqttUrl: string | undefined;
   mqttPort: number;
+  /** Address the embedded broker listens on (its own setting, not DTC_HOST). */
+  mqttHost: string;
+  /** Port of the embedded broker's MQTT-over-TLS listener (needs DTC_TLS_CERT/KEY); undefined = none. */
+  mqttTlsPort: number | undefined;
+  /** Credentials the gateway (and its twin containers) use with an external broker: client options, never in a URL. */
+  mqttCredentials: { username: string; password: string } | undefined;
   /** Remote SPARQL 1.1 store; undefined means the embedded store. */
   sparql:
     | {
@@ -18,6 +24,8 @@ export interface Config {
         updateUrl: string;
         /** Sent with HTTP Basic or Digest, as the store asks; undefined = no credentials. */
         auth: { user: string; password: string } | undefined;
+        /** Where searches go: a read-only endpoint and user (default: queryUrl without credentials). */
+        search: { url: string; auth: { user: string; password: string } | undefined };
       }
     | undefined;
   /** The URL clients reach the gateway at (TD forms point here); undefined = the listening address. */
@@ -46,9 +54,39 @@ export interface Config {
     /** Tier of the gateway's own node `local`. */
     localTier: "edge" | "mec" | "cloud";
   };
-  /** Origins browsers may call the API from; ["*"] = any. */
+  /** Origins browsers may call the API from; [] = none, ["*"] = any. */
   corsOrigins: string[];
+  /** Who may do what (see README "Security"). */
+  security: SecurityConfig;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+}
+
+export interface SecurityConfig {
+  /** false only with DTC_AUTH=off, which is refused unless every listener binds loopback. */
+  enabled: boolean;
+  /** Directory reads (/things, /search, /events) without credentials. */
+  anonymousDiscovery: boolean;
+  /** OAuth2/OIDC bearer JWTs; undefined = API tokens only. */
+  oidc:
+    | {
+        /** A JWKS URL (https://…/jwks.json) or file path. */
+        jwks: string;
+        issuer: string;
+        audience: string | undefined;
+        /** Claim holding the role (a string or an array of strings); dotted paths allowed (realm_access.roles). */
+        rolesClaim: string;
+      }
+    | undefined;
+  /** HTTPS (and MQTT over TLS) certificate and key files; undefined = plain HTTP. */
+  tls: { certFile: string; keyFile: string } | undefined;
+  /** Host names accepted in the Host header besides loopback and the public URL's host (DNS rebinding). */
+  allowedHosts: string[];
+  /** Writes per minute per principal before 429. */
+  writesPerMinute: number;
+  /** Images docker packages may name (globs: registry/name:*); [] = any. */
+  allowedImages: string[];
+  /** Hosts the gateway may connect to for engines and brokers named by callers (globs); [] = any. */
+  allowedOutboundHosts: string[];
 }
 
 /** The environment variables, their defaults and what they mean: the README's table comes from this. */
@@ -61,6 +99,19 @@ export const ENVIRONMENT = {
     doc: "External MQTT broker (mqtt://, mqtts://, ws://, wss://); unset = embedded.",
   },
   DTC_MQTT_PORT: { default: "1883", doc: "Port of the embedded MQTT broker when DTC_MQTT_URL is unset." },
+  DTC_MQTT_HOST: {
+    default: "127.0.0.1",
+    doc: "Address the embedded MQTT broker listens on (0.0.0.0 for all interfaces; PTs on other machines).",
+  },
+  DTC_MQTT_TLS_PORT: {
+    default: "",
+    doc: "Port of the embedded broker's MQTT-over-TLS listener (with DTC_TLS_CERT and DTC_TLS_KEY); unset = none.",
+  },
+  DTC_MQTT_USERNAME: {
+    default: "",
+    doc: "User the gateway and its twin containers connect to DTC_MQTT_URL with (never put credentials in the URL).",
+  },
+  DTC_MQTT_PASSWORD: { default: "", doc: "Password of DTC_MQTT_USERNAME; required with it." },
   DTC_SPARQL_QUERY_URL: {
     default: "",
     doc: "SPARQL 1.1 query endpoint of a remote store; unset = embedded.",
@@ -74,6 +125,12 @@ export const ENVIRONMENT = {
     doc: "User for the remote store's endpoints (HTTP Basic or Digest, as the store asks); unset = none.",
   },
   DTC_SPARQL_PASSWORD: { default: "", doc: "Password of DTC_SPARQL_USER; required with it." },
+  DTC_SPARQL_SEARCH_URL: {
+    default: "",
+    doc: "Read-only SPARQL endpoint that users' searches go to; unset = DTC_SPARQL_QUERY_URL without credentials.",
+  },
+  DTC_SPARQL_SEARCH_USER: { default: "", doc: "Read-only user of DTC_SPARQL_SEARCH_URL; unset = none." },
+  DTC_SPARQL_SEARCH_PASSWORD: { default: "", doc: "Password of DTC_SPARQL_SEARCH_USER; required with it." },
   DTC_PUBLIC_URL: {
     default: "",
     doc: "URL clients reach the gateway at, used in twins' TD forms (behind a proxy, or with DTC_HOST=0.0.0.0); unset = http://DTC_HOST:port.",
@@ -115,8 +172,47 @@ export const ENVIRONMENT = {
     doc: "Tier of the gateway's own DTC Node `local` (in-process twins): edge, mec or cloud.",
   },
   DTC_CORS_ORIGINS: {
-    default: "*",
-    doc: "Comma-separated origins browsers may call the API from (e.g. https://app.example); * = any.",
+    default: "",
+    doc: "Comma-separated origins browsers may call the API from (e.g. https://app.example); unset = none, * = any (without credentials).",
+  },
+  DTC_AUTH: {
+    default: "on",
+    doc: "on: every request and MQTT client needs credentials (tokens or OIDC JWTs) and a role; off: no authentication, accepted only while every listener binds loopback.",
+  },
+  DTC_ANONYMOUS_DISCOVERY: {
+    default: "false",
+    doc: "true: directory reads (/things, /search, /events) need no credentials (WoT Discovery allows anonymous read-only access); false: they need the reader role.",
+  },
+  DTC_OIDC_JWKS: {
+    default: "",
+    doc: "JWKS URL or file of an OAuth2/OIDC authorization server whose bearer JWTs the gateway accepts; unset = API tokens only.",
+  },
+  DTC_OIDC_ISSUER: { default: "", doc: "Required iss of those JWTs; required with DTC_OIDC_JWKS." },
+  DTC_OIDC_AUDIENCE: { default: "", doc: "Required aud of those JWTs; unset = not checked." },
+  DTC_OIDC_ROLES_CLAIM: {
+    default: "roles",
+    doc: "Claim (dotted path) holding the dtc role(s): reader, operator, admin, or device:{twin id}.",
+  },
+  DTC_TLS_CERT: {
+    default: "",
+    doc: "PEM certificate file: the gateway serves HTTPS (and MQTT over TLS on DTC_MQTT_TLS_PORT).",
+  },
+  DTC_TLS_KEY: { default: "", doc: "PEM private key file of DTC_TLS_CERT; required with it." },
+  DTC_ALLOWED_HOSTS: {
+    default: "",
+    doc: "Comma-separated host names the gateway answers to besides loopback and DTC_PUBLIC_URL's host (*.example.com allowed); other Host headers get 421 (DNS rebinding).",
+  },
+  DTC_WRITE_RATE_LIMIT: {
+    default: "1200",
+    doc: "Writes (POST, PUT, PATCH, DELETE) per minute per principal before 429 (1-1000000).",
+  },
+  DTC_ALLOWED_IMAGES: {
+    default: "",
+    doc: "Comma-separated images docker packages may name (globs, e.g. registry.example/dtc/*); unset = any.",
+  },
+  DTC_ALLOWED_OUTBOUND_HOSTS: {
+    default: "",
+    doc: "Comma-separated hosts callers may point the gateway at (Docker engines, twins' brokers; globs); unset = any.",
   },
   DTC_LOG_LEVEL: { default: "info", doc: "fatal, error, warn, info, debug, trace or silent." },
 } as const;
@@ -159,19 +255,18 @@ const wholeNumber = (min: number, max: number, unit: string) =>
     .transform(Number)
     .refine((n) => n >= min && n <= max, `must be between ${min} and ${max} ${unit}`);
 
-const origins = z
-  .string()
-  .transform((s) =>
-    s
-      .split(",")
-      .map((o) => o.trim())
-      .filter((o) => o !== ""),
-  )
-  .refine((list) => list.length > 0, "must name at least one origin, or *")
-  .refine(
-    (list) => list.every((o) => o === "*" || (URL.canParse(o) && new URL(o).origin === o)),
-    "must be * or origins like https://app.example (scheme, host and port only)",
-  );
+/** A comma-separated list; empty entries dropped. */
+const list = z.string().transform((s) =>
+  s
+    .split(",")
+    .map((o) => o.trim())
+    .filter((o) => o !== ""),
+);
+
+const origins = list.refine(
+  (list) => list.every((o) => o === "*" || (URL.canParse(o) && new URL(o).origin === o)),
+  "must be * or origins like https://app.example (scheme, host and port only)",
+);
 
 const schema = z
   .object({
@@ -180,11 +275,18 @@ const schema = z
     DTC_DATA_DIR: z.string().min(1, "must not be empty"),
     DTC_MQTT_URL: z.union([z.literal(""), urlWithScheme(["mqtt", "mqtts", "ws", "wss", "tcp", "ssl"])]),
     DTC_MQTT_PORT: port(""),
+    DTC_MQTT_HOST: z.string().min(1, "must not be empty"),
+    DTC_MQTT_TLS_PORT: z.union([z.literal(""), port("")]),
+    DTC_MQTT_USERNAME: z.string(),
+    DTC_MQTT_PASSWORD: z.string(),
     DTC_SPARQL_QUERY_URL: z.union([z.literal(""), urlWithScheme(["http", "https"])]),
     DTC_SPARQL_UPDATE_URL: z.union([z.literal(""), urlWithScheme(["http", "https"])]),
     // RFC 7617: a Basic user-id cannot contain a colon.
     DTC_SPARQL_USER: z.string().refine((s) => !s.includes(":"), "must not contain a colon"),
     DTC_SPARQL_PASSWORD: z.string(),
+    DTC_SPARQL_SEARCH_URL: z.union([z.literal(""), urlWithScheme(["http", "https"])]),
+    DTC_SPARQL_SEARCH_USER: z.string().refine((s) => !s.includes(":"), "must not contain a colon"),
+    DTC_SPARQL_SEARCH_PASSWORD: z.string(),
     DTC_PUBLIC_URL: z.union([z.literal(""), urlWithScheme(["http", "https"])]),
     DTC_ENTANGLEMENT_INTERVAL_MS: z
       .string()
@@ -200,6 +302,18 @@ const schema = z
     DTC_CHECKPOINT_INTERVAL_MS: wholeNumber(100, 3_600_000, "ms"),
     DTC_NODE_TIER: z.enum(["edge", "mec", "cloud"]),
     DTC_CORS_ORIGINS: origins,
+    DTC_AUTH: z.enum(["on", "off"]),
+    DTC_ANONYMOUS_DISCOVERY: z.enum(["true", "false"]).transform((s) => s === "true"),
+    DTC_OIDC_JWKS: z.string(),
+    DTC_OIDC_ISSUER: z.string(),
+    DTC_OIDC_AUDIENCE: z.string(),
+    DTC_OIDC_ROLES_CLAIM: z.string().min(1, "must not be empty"),
+    DTC_TLS_CERT: z.string(),
+    DTC_TLS_KEY: z.string(),
+    DTC_ALLOWED_HOSTS: list,
+    DTC_WRITE_RATE_LIMIT: wholeNumber(1, 1_000_000, "writes per minute"),
+    DTC_ALLOWED_IMAGES: list,
+    DTC_ALLOWED_OUTBOUND_HOSTS: list,
     DTC_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
   })
   .superRefine((env, ctx) => {
@@ -222,10 +336,70 @@ const schema = z
         message: "is for a remote SPARQL store: set DTC_SPARQL_QUERY_URL and DTC_SPARQL_UPDATE_URL too",
       });
     }
+    const pairs: [EnvName, EnvName, string][] = [
+      ["DTC_MQTT_USERNAME", "DTC_MQTT_PASSWORD", "credentials need both"],
+      ["DTC_SPARQL_SEARCH_USER", "DTC_SPARQL_SEARCH_PASSWORD", "credentials need both"],
+      ["DTC_TLS_CERT", "DTC_TLS_KEY", "TLS needs the certificate and its key"],
+      ["DTC_OIDC_JWKS", "DTC_OIDC_ISSUER", "OIDC needs the JWKS and the issuer"],
+    ];
+    for (const [a, b, why] of pairs) {
+      if ((env[a] === "") !== (env[b] === "")) {
+        ctx.addIssue({ code: "custom", path: [env[a] === "" ? a : b], message: `must be set too: ${why}` });
+      }
+    }
+    if (env.DTC_MQTT_USERNAME !== "" && env.DTC_MQTT_URL === "") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["DTC_MQTT_USERNAME"],
+        message: "is for an external broker (DTC_MQTT_URL); the embedded broker makes its own credentials",
+      });
+    }
+    if (env.DTC_MQTT_URL !== "" && URL.canParse(env.DTC_MQTT_URL)) {
+      const url = new URL(env.DTC_MQTT_URL);
+      if (url.username !== "" || url.password !== "") {
+        ctx.addIssue({
+          code: "custom",
+          path: ["DTC_MQTT_URL"],
+          message:
+            "must not carry credentials (they would reach TDs and logs): use DTC_MQTT_USERNAME and DTC_MQTT_PASSWORD",
+        });
+      }
+    }
+    if (env.DTC_MQTT_TLS_PORT !== "" && env.DTC_TLS_CERT === "") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["DTC_MQTT_TLS_PORT"],
+        message: "needs DTC_TLS_CERT and DTC_TLS_KEY",
+      });
+    }
+    if (env.DTC_AUTH === "off") {
+      const listeners: [string, string][] = [["DTC_HOST", env.DTC_HOST]];
+      if (env.DTC_MQTT_URL === "") listeners.push(["DTC_MQTT_HOST", env.DTC_MQTT_HOST]);
+      const open = listeners.filter(([, host]) => !isLoopback(host));
+      for (const [variable] of open) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["DTC_AUTH"],
+          message: `off is accepted only while every listener binds loopback (${variable} is not)`,
+        });
+      }
+    }
   });
 
+/** A loopback address or name: what DTC_AUTH=off and the Host allowlist trust. */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return (
+    h === "localhost" || h.endsWith(".localhost") || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h)
+  );
+}
+
 /** Never trimmed (spaces may be part of them) nor shown in error messages. */
-const SECRETS: ReadonlySet<string> = new Set<EnvName>(["DTC_SPARQL_PASSWORD"]);
+const SECRETS: ReadonlySet<string> = new Set<EnvName>([
+  "DTC_SPARQL_PASSWORD",
+  "DTC_SPARQL_SEARCH_PASSWORD",
+  "DTC_MQTT_PASSWORD",
+]);
 
 /** Reads and validates the configuration; throws ConfigError naming each bad variable and value. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -253,11 +427,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dataDir: resolve(v.DTC_DATA_DIR),
     mqttUrl: v.DTC_MQTT_URL || undefined,
     mqttPort: v.DTC_MQTT_PORT,
+    mqttHost: v.DTC_MQTT_HOST,
+    mqttTlsPort: v.DTC_MQTT_TLS_PORT === "" ? undefined : v.DTC_MQTT_TLS_PORT,
+    mqttCredentials: v.DTC_MQTT_USERNAME
+      ? { username: v.DTC_MQTT_USERNAME, password: v.DTC_MQTT_PASSWORD }
+      : undefined,
     sparql: v.DTC_SPARQL_QUERY_URL
       ? {
           queryUrl: v.DTC_SPARQL_QUERY_URL,
           updateUrl: v.DTC_SPARQL_UPDATE_URL,
           auth: v.DTC_SPARQL_USER ? { user: v.DTC_SPARQL_USER, password: v.DTC_SPARQL_PASSWORD } : undefined,
+          search: {
+            url: v.DTC_SPARQL_SEARCH_URL || v.DTC_SPARQL_QUERY_URL,
+            auth: v.DTC_SPARQL_SEARCH_USER
+              ? { user: v.DTC_SPARQL_SEARCH_USER, password: v.DTC_SPARQL_SEARCH_PASSWORD }
+              : undefined,
+          },
         }
       : undefined,
     publicUrl: v.DTC_PUBLIC_URL ? v.DTC_PUBLIC_URL.replace(/\/+$/, "") : undefined,
@@ -274,7 +459,26 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       checkpointIntervalMs: v.DTC_CHECKPOINT_INTERVAL_MS,
       localTier: v.DTC_NODE_TIER,
     },
-    corsOrigins: v.DTC_CORS_ORIGINS,
+    corsOrigins: v.DTC_CORS_ORIGINS.includes("*") ? ["*"] : v.DTC_CORS_ORIGINS,
+    security: {
+      enabled: v.DTC_AUTH === "on",
+      anonymousDiscovery: v.DTC_ANONYMOUS_DISCOVERY,
+      oidc: v.DTC_OIDC_JWKS
+        ? {
+            jwks: v.DTC_OIDC_JWKS,
+            issuer: v.DTC_OIDC_ISSUER,
+            audience: v.DTC_OIDC_AUDIENCE || undefined,
+            rolesClaim: v.DTC_OIDC_ROLES_CLAIM,
+          }
+        : undefined,
+      tls: v.DTC_TLS_CERT
+        ? { certFile: resolve(v.DTC_TLS_CERT), keyFile: resolve(v.DTC_TLS_KEY) }
+        : undefined,
+      allowedHosts: v.DTC_ALLOWED_HOSTS,
+      writesPerMinute: v.DTC_WRITE_RATE_LIMIT,
+      allowedImages: v.DTC_ALLOWED_IMAGES,
+      allowedOutboundHosts: v.DTC_ALLOWED_OUTBOUND_HOSTS,
+    },
     logLevel: v.DTC_LOG_LEVEL,
   };
 }

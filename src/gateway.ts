@@ -1,4 +1,5 @@
-import { mkdirSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { availableParallelism, totalmem } from "node:os";
 import { join } from "node:path";
@@ -30,7 +31,15 @@ import { measureBrokerLatency } from "./mqtt/latency.js";
 import { packageVersion, thingModelsDir } from "./paths.js";
 import { DockerDriver } from "./platforms/docker/driver.js";
 import { InProcessDriver } from "./platforms/in-process/driver.js";
+import { Authenticator, INTERNAL_USER, TWIN_USER_PREFIX } from "./security/authenticator.js";
+import { createJwtVerifier } from "./security/jwt.js";
+import { twinTopicsOf } from "./security/mqtt-acl.js";
+import { secureTd } from "./security/td-security.js";
+import { TokenService } from "./security/tokens.js";
+import { mountTokensApi } from "./security/tokens-api.js";
+import { instantiate } from "./wot/instantiate.js";
 import { loadThingModels, ThingModelRegistry } from "./wot/model-registry.js";
+import type { JsonObject } from "./wot/rdf.js";
 
 export interface Gateway {
   /** Base URL the gateway answers on, e.g. http://127.0.0.1:8080 */
@@ -48,7 +57,28 @@ export interface Gateway {
   inProcess: InProcessDriver;
   /** The Docker platform driver (twins as containers on the engines of docker nodes). */
   docker: DockerDriver;
+  /** Every route the HTTP app mounted (method, path), as Hono lists them: the access table's test. */
+  routes: { method: string; path: string }[];
+  /** API tokens (src/security/tokens.ts). */
+  tokens: TokenService;
+  /** undefined when DTC_AUTH=off. */
+  authenticator: Authenticator | undefined;
+  /** Where the first admin token was written (auth on), e.g. DTC_DATA_DIR/admin.token. */
+  adminTokenFile: string | undefined;
   close(): Promise<void>;
+}
+
+/** The first admin token, made once (when no admin token exists) and written for the operator only. */
+function bootstrapAdmin(tokens: TokenService, dataDir: string, logger: Logger): string {
+  const file = join(dataDir, "admin.token");
+  if (!tokens.hasAdmin()) {
+    const created = tokens.create({ name: "bootstrap admin", role: "admin" });
+    writeFileSync(file, `${created.token}\n`, { mode: 0o600 });
+    // writeFileSync's mode applies only to a new file.
+    chmodSync(file, 0o600);
+    logger.info({ file }, "created the first admin token: read it from this file (shown nowhere else)");
+  }
+  return file;
 }
 
 /** Wires the parts together and starts listening. */
@@ -57,13 +87,6 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   const models = new ThingModelRegistry();
   const schemas = await loadThingModels(models, thingModelsDir);
   logger.info({ count: schemas.length }, "DT schemas registered");
-
-  let embedded: EmbeddedBroker | undefined;
-  if (config.mqttUrl === undefined) {
-    embedded = await startEmbeddedBroker({ port: config.mqttPort, host: config.host });
-    logger.info({ url: embedded.url }, "embedded MQTT broker listening");
-  }
-  const brokerUrl = config.mqttUrl ?? (embedded as EmbeddedBroker).url;
 
   // Stored but not searchable (e.g. a context not available offline): said, never silent.
   const onIndexFailure = (id: string, message: string) =>
@@ -84,16 +107,85 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   let publicBase = "";
   const base = () => publicBase;
   const managerStore = new ManagerStore(join(config.dataDir, "manager.sqlite"));
+  const security = config.security;
+  const tokens = new TokenService(managerStore);
+  let authenticator: Authenticator | undefined;
+  let adminTokenFile: string | undefined;
+  if (security.enabled) {
+    const jwt = security.oidc ? await createJwtVerifier(security.oidc) : undefined;
+    authenticator = new Authenticator({
+      tokens,
+      internalSecret: managerStore.secret("internal"),
+      ...(jwt ? { jwt } : {}),
+    });
+    adminTokenFile = bootstrapAdmin(tokens, config.dataDir, logger);
+  } else {
+    logger.warn(
+      "DTC_AUTH=off: no authentication; anyone who reaches the loopback listeners controls the gateway",
+    );
+  }
+  const tdSecurity = {
+    enabled: security.enabled,
+    ...(security.oidc ? { authorization: security.oidc.issuer } : {}),
+  };
+  const secure = (td: JsonObject) => secureTd(td, tdSecurity);
+
+  // Bound once the manager exists; the broker asks it for twins' PT topics (its ACLs).
+  let manager: DtcManager | undefined;
+  let embedded: EmbeddedBroker | undefined;
+  if (config.mqttUrl === undefined) {
+    embedded = await startEmbeddedBroker({
+      port: config.mqttPort,
+      host: config.mqttHost,
+      ...(authenticator
+        ? {
+            security: {
+              authenticator,
+              logger: logger.child({ component: "mqtt-broker" }),
+              twinTopics: (id: string) => twinTopicsFor(id),
+            },
+          }
+        : {}),
+      ...(security.tls && config.mqttTlsPort !== undefined
+        ? { tls: { ...security.tls, port: config.mqttTlsPort } }
+        : {}),
+    });
+    logger.info({ url: embedded.url, tlsUrl: embedded.tlsUrl }, "embedded MQTT broker listening");
+  }
+  const brokerUrl = config.mqttUrl ?? (embedded as EmbeddedBroker).url;
+  const internal = (user: string) =>
+    authenticator ? { username: user, password: authenticator.internalPassword(user) } : undefined;
+  // The embedded broker knows the gateway's internal users; an external one the operator's user.
+  const brokerCredentials = embedded ? internal(INTERNAL_USER) : config.mqttCredentials;
+  /** An instance's PT topics whether or not it runs yet: a container subscribes while it starts. */
+  const twinTopicsFor = async (id: string) => {
+    if (!manager) return undefined;
+    const running = manager.runningDescription(id);
+    if (running) return twinTopicsOf(running);
+    let record: ReturnType<DtcManager["instance"]>;
+    try {
+      record = manager.instance(id);
+    } catch {
+      return undefined;
+    }
+    const td = await instantiate(models, record.schema, {
+      placeholders: record.configuration,
+      id: `urn:dtc:twin:${id}`,
+    });
+    return twinTopicsOf(td);
+  };
   const inventory = new Inventory({
     store: managerStore,
     registry: models,
     directory: store,
     publicBase: base,
+    outbound: { allowedImages: security.allowedImages, allowedOutboundHosts: security.allowedOutboundHosts },
     logger,
   });
   const inProcess = new InProcessDriver({
     registry: models,
     brokerUrl,
+    ...(brokerCredentials ? { brokerCredentials } : {}),
     // node-wot's HTTP servers listen on loopback only; consumers go through {url}/twins/.
     httpBaseUri: () => `${publicBase}/twins`,
     pushIntervalMs: config.entanglementIntervalMs,
@@ -102,18 +194,20 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   const docker = new DockerDriver({
     registry: models,
     brokerUrl,
+    brokerCredentials: (id) => (embedded ? internal(`${TWIN_USER_PREFIX}${id}`) : config.mqttCredentials),
     httpBaseUri: () => `${publicBase}/twins`,
     gatewayId: managerStore.gatewayId,
     pushIntervalMs: config.entanglementIntervalMs,
     logger,
   });
-  const manager = new DtcManager({
+  manager = new DtcManager({
     store: managerStore,
     inventory,
     drivers: [inProcess, docker],
     directory,
     twinStatus,
     publicBase: base,
+    secureTd: secure,
     reconcileIntervalMs: config.manager.reconcileIntervalMs,
     checkpointIntervalMs: config.manager.checkpointIntervalMs,
     logger,
@@ -124,9 +218,19 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     startedAt: Date.now(),
     logger,
     corsOrigins: config.corsOrigins,
+    authenticator,
+    anonymousDiscovery: security.anonymousDiscovery,
+    allowedHosts: [
+      ...security.allowedHosts,
+      ...(config.publicUrl ? [new URL(config.publicUrl).hostname] : []),
+      // Listening on a named address: its name is ours too.
+      ...(config.host === "0.0.0.0" || config.host === "::" ? [] : [config.host]),
+    ],
+    writesPerMinute: security.writesPerMinute,
   });
   mountWellKnown(app, {
     baseUrl: base,
+    secure,
     links: () => [{ rel: "service-desc", href: `${publicBase}/api/td`, type: "application/td+json" }],
   });
   mountThingsApi(app, { directory, maxBodyBytes: limits.maxBodyBytes });
@@ -138,16 +242,26 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   });
   mountJsonPathSearch(app, { store, timeoutMs: limits.searchTimeoutMs });
   mountNotificationsApi(app, { events });
-  mountManagerApi(app, { manager, maxBodyBytes: limits.maxBodyBytes, publicBase: base, logger });
-  mountTwinsProxy(app, (id) => manager.httpTarget(id));
-  const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host });
+  mountTokensApi(app, { tokens, publicBase: base });
+  mountManagerApi(app, { manager, maxBodyBytes: limits.maxBodyBytes, publicBase: base, secure, logger });
+  mountTwinsProxy(app, (id) => manager.httpTarget(id), secure);
+  const tls = security.tls;
+  const server = tls
+    ? serve({
+        fetch: app.fetch,
+        port: config.port,
+        hostname: config.host,
+        createServer: createHttpsServer,
+        serverOptions: { cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) },
+      })
+    : serve({ fetch: app.fetch, port: config.port, hostname: config.host });
   await new Promise<void>((resolve, reject) => {
     server.once("listening", resolve);
     server.once("error", reject);
   });
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(":") ? `[${config.host}]` : config.host;
-  const url = `http://${host}:${port}`;
+  const url = `${tls ? "https" : "http"}://${host}:${port}`;
   publicBase = config.publicUrl ?? url;
   const closeServer = () =>
     new Promise<void>((resolve, reject) => {
@@ -159,7 +273,9 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   try {
     await inventory.open(schemas);
     // The gateway's own node: in-process twins, as far from the PTs as the broker is.
-    const latencyMs = await measureBrokerLatency(brokerUrl).catch((err) => {
+    const latencyMs = await measureBrokerLatency(brokerUrl, 5, {
+      ...(brokerCredentials ? { credentials: brokerCredentials } : {}),
+    }).catch((err) => {
       logger.warn(
         { err: (err as Error).message },
         "could not measure the broker's latency; node local says 0 ms",
@@ -177,7 +293,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       },
       { builtIn: true, replace: true },
     );
-    await directory.put(MANAGER_TD_ID, managerThingDescription(publicBase));
+    await directory.put(MANAGER_TD_ID, secure(managerThingDescription(publicBase)));
     await manager.open();
   } catch (err) {
     events.close();
@@ -201,6 +317,10 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     manager,
     inProcess,
     docker,
+    routes: app.routes.map(({ method, path }) => ({ method, path })),
+    tokens,
+    authenticator,
+    adminTokenFile,
     close: async () => {
       // Open event streams would hold the server's close open.
       events.close();

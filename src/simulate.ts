@@ -15,7 +15,12 @@ Simulates a physical twin publishing to an MQTT broker.
 Options:
   --id <id>          device id; with --count, the prefix of the ids <id>1 ... <id>N (required)
   --rate <hz>        samples per second, > 0 and <= ${MAX_RATE} (default: iiot 1, camera 10)
-  --broker <url>     MQTT broker (default: $DTC_MQTT_URL, else mqtt://127.0.0.1:1883)
+  --broker <url>     MQTT broker (default: $DTC_MQTT_URL, else mqtt://127.0.0.1:1883); waited for
+                     with backoff while it is not reachable
+  --username <name>  MQTT user name (default: $DTC_MQTT_USERNAME, else the token id of a dtc_
+                     token given as password)
+  --password <pw>    MQTT password, e.g. the PT's device token (default: $DTC_MQTT_PASSWORD; the
+                     variable keeps it out of the process list)
   --latency <ms>     hold each message back this long before publishing (default 0)
   --jitter <ms>      add a uniform ± jitter to the latency (default 0)
   --loss <percent>   lose this share of the samples, 0-100 (default 0)
@@ -38,6 +43,8 @@ interface Settings {
   kind: "iiot" | "camera";
   id: string;
   broker: string;
+  /** CONNECT credentials; undefined: none. */
+  credentials: { username: string; password: string } | undefined;
   rate: number | undefined;
   faults: Faults;
   count: number | undefined;
@@ -83,6 +90,13 @@ function parse(argv: string[]): Settings | "help" {
       `--broker must be a URL with one of the schemes ${SCHEMES.join(", ")} (got ${JSON.stringify(broker)})`,
     );
   }
+  const brokerUrl = new URL(broker);
+  if (brokerUrl.username !== "" || brokerUrl.password !== "") {
+    throw new UsageError(
+      "--broker must not carry credentials (they would be printed): use --username and --password",
+    );
+  }
+  const credentials = credentialsOf(values.username, values.password);
   const nonNegative = (n: number) => Number.isFinite(n) && n >= 0;
   const rate = number("rate", values.rate, (n) => n > 0 && n <= MAX_RATE, `a number > 0 and <= ${MAX_RATE}`);
   const latencyMs = number("latency", values.latency, nonNegative, "a number of milliseconds >= 0") ?? 0;
@@ -100,6 +114,7 @@ function parse(argv: string[]): Settings | "help" {
     kind,
     id,
     broker,
+    credentials,
     rate,
     faults: { latencyMs, jitterMs, loss: lossPct / 100 },
     count,
@@ -107,6 +122,21 @@ function parse(argv: string[]): Settings | "help" {
     longitude,
     seed,
   };
+}
+
+/** A dtc API token: `dtc_{16 hex id}_{secret}`; an external mosquitto knows it by its id. */
+const DTC_TOKEN = /^dtc_([0-9a-f]{16})_/;
+
+/** The flags, else the variables; a password alone gets a user name (MQTT 3.1.1 needs one). */
+function credentialsOf(username: string | undefined, password: string | undefined): Settings["credentials"] {
+  const user = username ?? (process.env.DTC_MQTT_USERNAME || undefined);
+  const secret = password ?? (process.env.DTC_MQTT_PASSWORD || undefined);
+  if (secret === undefined) {
+    if (user !== undefined) throw new UsageError("--username needs --password (or DTC_MQTT_PASSWORD)");
+    return undefined;
+  }
+  // The embedded broker takes any user name with a token; mosquitto's files name users by token id.
+  return { username: user ?? DTC_TOKEN.exec(secret)?.[1] ?? "dtc-simulator", password: secret };
 }
 
 function parseArgsStrict(argv: string[]) {
@@ -119,6 +149,8 @@ function parseArgsStrict(argv: string[]) {
       id: string,
       rate: string,
       broker: string,
+      username: string,
+      password: string,
       latency: string,
       jitter: string,
       loss: string,
@@ -192,6 +224,9 @@ function build(s: Settings): Target {
     ...s.faults,
     random: s.seed === undefined ? undefined : seededRandom(s.seed),
     onWarning: warn,
+    // A PT started before its broker keeps trying rather than exiting.
+    waitForBroker: true,
+    ...(s.credentials ? { mqttOptions: { ...s.credentials } } : {}),
   };
   if (s.kind === "camera") {
     return single(
@@ -307,7 +342,13 @@ async function main(): Promise<void> {
   process.once("SIGINT", () => stop("SIGINT"));
   process.once("SIGTERM", () => stop("SIGTERM"));
 
-  await target.start();
+  try {
+    await target.start();
+  } catch (err) {
+    // Stopped (SIGINT, SIGTERM) while waiting for the broker: stop() exits.
+    if (stopping) return;
+    throw err;
+  }
   const s = settings;
   out(`${s.kind} ${target.label} publishing to ${s.broker} at ${target.stats().rate} Hz`);
 

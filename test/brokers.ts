@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import mqtt from "mqtt";
-import { startEmbeddedBroker } from "../src/mqtt/embedded-broker.js";
+import { type EmbeddedBrokerOptions, startEmbeddedBroker } from "../src/mqtt/embedded-broker.js";
 import { freePort } from "../src/net.js";
 
 export { freePort };
@@ -13,6 +13,15 @@ export interface TestBroker {
   kind: "aedes" | "mosquitto";
   url: string;
   stop(): Promise<void>;
+}
+
+export interface TestBrokerOptions {
+  /** mosquitto: more configuration lines (password_file, acl_file, allow_anonymous false, …). */
+  mosquittoConfig?: string[];
+  /** aedes: authentication and ACLs, as the gateway's embedded broker has them. */
+  security?: EmbeddedBrokerOptions["security"];
+  /** aedes: this port (default any free one). */
+  port?: number;
 }
 
 /** Why a broker cannot run here, or undefined when it can. In CI a missing engine is an error. */
@@ -31,7 +40,7 @@ function mosquittoBinary(): string | undefined {
   return dirs.map((d) => path.join(d, "mosquitto")).find((p) => existsSync(p));
 }
 
-/** Connects until the broker answers, or fails after `deadlineMs`. */
+/** Connects until the broker answers (a refused CONNECT is an answer), or fails after `deadlineMs`. */
 async function waitForBroker(url: string, deadlineMs: number, proc?: ChildProcess): Promise<void> {
   const until = Date.now() + deadlineMs;
   let last: unknown;
@@ -42,6 +51,8 @@ async function waitForBroker(url: string, deadlineMs: number, proc?: ChildProces
       await client.endAsync();
       return;
     } catch (err) {
+      // A CONNACK refusal has a numeric code: a broker that wants credentials is up.
+      if (typeof (err as { code?: unknown }).code === "number") return;
       last = err;
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -49,11 +60,18 @@ async function waitForBroker(url: string, deadlineMs: number, proc?: ChildProces
   throw new Error(`broker at ${url} did not answer within ${deadlineMs} ms: ${String(last)}`);
 }
 
-export async function startBroker(kind: TestBroker["kind"]): Promise<TestBroker> {
+export async function startBroker(
+  kind: TestBroker["kind"],
+  options: TestBrokerOptions = {},
+): Promise<TestBroker> {
   if (kind === "aedes") {
-    const broker = await startEmbeddedBroker({ port: 0 });
+    const broker = await startEmbeddedBroker({
+      port: options.port ?? 0,
+      ...(options.security ? { security: options.security } : {}),
+    });
     return { kind, url: broker.url, stop: () => broker.close() };
   }
+  const extra = options.mosquittoConfig ?? [];
   const binary = mosquittoBinary();
   if (binary === undefined) throw new Error("mosquitto is not installed");
   const dir = mkdtempSync(path.join(tmpdir(), "dtc-mosquitto-"));
@@ -63,12 +81,13 @@ export async function startBroker(kind: TestBroker["kind"]): Promise<TestBroker>
     conf,
     [
       `listener ${port} 127.0.0.1`,
-      "allow_anonymous true",
+      ...(extra.some((line) => line.startsWith("allow_anonymous")) ? [] : ["allow_anonymous true"]),
       "persistence false",
       "log_dest stderr",
       "log_type error",
       "max_queued_messages 100000",
       "set_tcp_nodelay true",
+      ...extra,
       "",
     ].join("\n"),
   );

@@ -16,6 +16,9 @@ describe("configuration from the environment", () => {
       dataDir: resolve("./data"),
       mqttUrl: undefined,
       mqttPort: 1883,
+      mqttHost: "127.0.0.1",
+      mqttTlsPort: undefined,
+      mqttCredentials: undefined,
       sparql: undefined,
       publicUrl: undefined,
       entanglementIntervalMs: 1000,
@@ -27,7 +30,17 @@ describe("configuration from the environment", () => {
         purgeIntervalMs: 60000,
       },
       manager: { reconcileIntervalMs: 10000, checkpointIntervalMs: 30000, localTier: "edge" },
-      corsOrigins: ["*"],
+      corsOrigins: [],
+      security: {
+        enabled: true,
+        anonymousDiscovery: false,
+        oidc: undefined,
+        tls: undefined,
+        allowedHosts: [],
+        writesPerMinute: 1200,
+        allowedImages: [],
+        allowedOutboundHosts: [],
+      },
       logLevel: "info",
     });
   });
@@ -101,7 +114,61 @@ describe("configuration from the environment", () => {
     expect(configError({ DTC_CORS_ORIGINS: "https://app.example/path" }).issues[0]?.variable).toBe(
       "DTC_CORS_ORIGINS",
     );
-    expect(configError({ DTC_CORS_ORIGINS: " , " }).message).toContain("at least one origin");
+    expect(loadConfig({ DTC_CORS_ORIGINS: " , " }).corsOrigins).toEqual([]);
+    expect(loadConfig({ DTC_CORS_ORIGINS: "https://a.example,*" }).corsOrigins).toEqual(["*"]);
+  });
+
+  it("turns authentication off only while every listener binds loopback", () => {
+    expect(loadConfig({ DTC_AUTH: "off" }).security.enabled).toBe(false);
+    expect(
+      loadConfig({ DTC_AUTH: "off", DTC_HOST: "::1", DTC_MQTT_HOST: "localhost" }).security.enabled,
+    ).toBe(false);
+    expect(configError({ DTC_AUTH: "off", DTC_HOST: "0.0.0.0" }).message).toContain(
+      "DTC_AUTH: off is accepted only while every listener binds loopback (DTC_HOST is not)",
+    );
+    expect(configError({ DTC_AUTH: "off", DTC_MQTT_HOST: "0.0.0.0" }).message).toContain(
+      "(DTC_MQTT_HOST is not)",
+    );
+    // An external broker is not the gateway's listener.
+    expect(
+      loadConfig({ DTC_AUTH: "off", DTC_MQTT_URL: "mqtt://b:1883", DTC_MQTT_HOST: "0.0.0.0" }).security
+        .enabled,
+    ).toBe(false);
+    expect(configError({ DTC_AUTH: "maybe" }).issues[0]?.variable).toBe("DTC_AUTH");
+  });
+
+  it("keeps broker credentials out of URLs and never shows the password", () => {
+    const withUrl = configError({ DTC_MQTT_URL: "mqtt://dtc:s3cret@broker:1883" });
+    expect(withUrl.issues[0]?.variable).toBe("DTC_MQTT_URL");
+    expect(withUrl.issues[0]?.message).toContain("must not carry credentials");
+    expect(
+      loadConfig({ DTC_MQTT_URL: "mqtts://broker:8883", DTC_MQTT_USERNAME: "dtc", DTC_MQTT_PASSWORD: " s3 " })
+        .mqttCredentials,
+    ).toEqual({ username: "dtc", password: " s3 " });
+    const half = configError({ DTC_MQTT_URL: "mqtt://broker", DTC_MQTT_PASSWORD: "s3cret" });
+    expect(half.issues.map((i) => i.variable)).toEqual(["DTC_MQTT_USERNAME"]);
+    expect(half.message).not.toContain("s3cret");
+    expect(configError({ DTC_MQTT_USERNAME: "dtc", DTC_MQTT_PASSWORD: "p" }).message).toContain(
+      "is for an external broker",
+    );
+  });
+
+  it("needs TLS files and OIDC settings in pairs", () => {
+    expect(configError({ DTC_TLS_CERT: "/c.pem" }).issues.map((i) => i.variable)).toEqual(["DTC_TLS_KEY"]);
+    expect(configError({ DTC_OIDC_JWKS: "https://idp/jwks" }).issues.map((i) => i.variable)).toEqual([
+      "DTC_OIDC_ISSUER",
+    ]);
+    expect(configError({ DTC_MQTT_TLS_PORT: "8883" }).issues.map((i) => i.variable)).toEqual([
+      "DTC_MQTT_TLS_PORT",
+    ]);
+    const oidc = loadConfig({ DTC_OIDC_JWKS: "https://idp/jwks", DTC_OIDC_ISSUER: "https://idp" }).security
+      .oidc;
+    expect(oidc).toEqual({
+      jwks: "https://idp/jwks",
+      issuer: "https://idp",
+      audience: undefined,
+      rolesClaim: "roles",
+    });
   });
 
   it("refuses URLs of the wrong kind", () => {

@@ -38,7 +38,7 @@ describe.each(storeAdapters())("SPARQL search and named queries on the %s store"
     const opened = await adapter.fresh();
     store = opened;
     app = createApp({ version: "test", startedAt: 0, logger: createLogger("silent") });
-    mountThingsApi(app, { store: opened });
+    const directory = mountThingsApi(app, { store: opened });
     mountSearchApi(app, {
       store: opened,
       named: await loadNamedQueries(),
@@ -52,12 +52,8 @@ describe.each(storeAdapters())("SPARQL search and named queries on the %s store"
         id: `urn:dtc:twin:d${n}`,
       });
       td.title = n === 6 ? UNICODE_TITLE : `Device ${n}`;
-      const res = await app.request(`/things/urn:dtc:twin:d${n}`, {
-        method: "PUT",
-        headers: { "Content-Type": "application/td+json" },
-        body: JSON.stringify(td),
-      });
-      expect(res.status).toBe(201);
+      // Twins' TDs are the gateway's to write (the Things API refuses them): as the manager does.
+      expect((await directory.put(`urn:dtc:twin:d${n}`, td)).created).toBe(true);
     }
     // Twins d1 and d2 report a status; only d1 is Entangled with a good ODTE.
     const figures = (odte: number) => ({
@@ -217,11 +213,8 @@ describe.each(storeAdapters())("SPARQL search and named queries on the %s store"
   });
 
   it("stops a query that runs past the time limit with a 400 and keeps serving", async () => {
-    // A cross product of every triple with itself, three times: minutes on either store (and within
-    // Virtuoso's cost estimate, which refuses a fourth factor before running it).
-    const slow = `SELECT (COUNT(*) AS ?n) WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i }`;
     const started = performance.now();
-    const body = await problemOf(await sparql(slow));
+    const body = await problemOf(await sparql(adapter.slowQuery));
     const elapsed = performance.now() - started;
     expect(body).toMatchObject({ status: 400, title: "Query Timeout" });
     expect(body.detail).toContain(`${adapter.queryTimeoutMs} ms`);

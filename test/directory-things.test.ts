@@ -59,7 +59,7 @@ describe.each(storeAdapters())("the Things API on the %s store", (_name, adapter
   });
 
   it("creates with PUT (201), replaces (204), and serves the TD enriched with registration information", async () => {
-    const id = "urn:dtc:twin:d1";
+    const id = "urn:ex:d1";
     expect((await request("PUT", `/things/${id}`, td(id))).status).toBe(201);
     clock += 1000;
     expect((await request("PUT", `/things/${id}`, td(id, "Renamed"))).status).toBe(204);
@@ -86,7 +86,7 @@ describe.each(storeAdapters())("the Things API on the %s store", (_name, adapter
   });
 
   it("merge-patches a TD (RFC 7396) and validates the result", async () => {
-    const id = "urn:dtc:twin:p1";
+    const id = "urn:ex:p1";
     await request("PUT", `/things/${id}`, td(id));
     const patch = { title: "Patched", description: null, properties: { energy: null } };
     expect((await request("PATCH", `/things/${id}`, patch, "application/merge-patch+json")).status).toBe(204);
@@ -104,7 +104,7 @@ describe.each(storeAdapters())("the Things API on the %s store", (_name, adapter
   });
 
   it("deletes (204, then 404) and answers unknown ids with problem details", async () => {
-    const id = "urn:dtc:twin:gone";
+    const id = "urn:ex:gone";
     await request("PUT", `/things/${id}`, td(id));
     expect((await request("DELETE", `/things/${id}`)).status).toBe(204);
     const res = await request("GET", `/things/${id}`);

@@ -73,7 +73,7 @@ describe("Docker test engine and twin test image", { timeout: 180_000 }, () => {
     expect(image.Config.User).toBe("1000:1000");
     expect(image.Config.WorkingDir).toBe("/app");
     expect(image.Config.Entrypoint).toEqual(["/usr/local/bin/node"]);
-    expect(image.Config.Cmd).toEqual(["dist/src/twin-main.js"]);
+    expect(image.Config.Cmd).toEqual(["--no-node-snapshot", "dist/src/twin-main.js"]);
     expect(image.Config.Labels?.["dtc.image"]).toBe("twin-test");
     expect(image.Config.Labels?.["dtc.node-version"]).toBe(process.version);
   });

@@ -18,12 +18,13 @@ export interface GatewayProcess {
 
 /**
  * Starts `node dist/src/main.js` with `env` over a clean environment (any free HTTP and MQTT port
- * unless given) and resolves once it listens. stderr is passed through.
+ * unless given; authentication off unless `env.DTC_AUTH` is "on") and resolves once it listens.
+ * stderr is passed through.
  */
 export async function startGatewayProcess(env: Record<string, string>): Promise<GatewayProcess> {
   const started = performance.now();
-  const child = spawn(process.execPath, [gatewayMain], {
-    env: { PATH: process.env.PATH ?? "", DTC_PORT: "0", DTC_MQTT_PORT: "0", ...env },
+  const child = spawn(process.execPath, ["--no-node-snapshot", gatewayMain], {
+    env: { PATH: process.env.PATH ?? "", DTC_PORT: "0", DTC_MQTT_PORT: "0", DTC_AUTH: "off", ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const url = await new Promise<string>((resolve, reject) => {

@@ -49,6 +49,8 @@ describe("gateway (in-process)", () => {
         DTC_MQTT_PORT: "0",
         DTC_DATA_DIR: dataDir,
         DTC_ENTANGLEMENT_INTERVAL_MS: "100",
+        DTC_AUTH: "off",
+        DTC_CORS_ORIGINS: "http://app.example",
       }),
       createLogger("silent"),
     );
@@ -142,17 +144,20 @@ describe("gateway (in-process)", () => {
     );
   });
 
-  it("lets browsers call it from other origins (CORS), for the directory and for twins alike", async () => {
+  it("lets browsers call it from the origins it is told (CORS), and from no other", async () => {
     const preflight = await fetch(`${gateway.url}/things/urn:x:1`, {
       method: "OPTIONS",
       headers: { Origin: "http://app.example", "Access-Control-Request-Method": "PUT" },
     });
     expect(preflight.status).toBe(204);
-    expect(preflight.headers.get("access-control-allow-origin")).toBe("*");
+    expect(preflight.headers.get("access-control-allow-origin")).toBe("http://app.example");
     expect(preflight.headers.get("access-control-allow-methods")).toContain("PUT");
+    expect(preflight.headers.get("access-control-allow-headers")).toContain("Authorization");
     const list = await fetch(`${gateway.url}/things`, { headers: { Origin: "http://app.example" } });
-    expect(list.headers.get("access-control-allow-origin")).toBe("*");
+    expect(list.headers.get("access-control-allow-origin")).toBe("http://app.example");
     expect(list.headers.get("access-control-expose-headers")).toContain("Link");
+    const other = await fetch(`${gateway.url}/things`, { headers: { Origin: "http://evil.example" } });
+    expect(other.headers.get("access-control-allow-origin")).toBeNull();
   });
 });
 
@@ -160,7 +165,7 @@ describe("gateway shutdown", () => {
   it("closes while a consumer's long poll is waiting on a twin", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "dtc-gw-"));
     const gateway = await startGateway(
-      loadConfig({ DTC_PORT: "0", DTC_MQTT_PORT: "0", DTC_DATA_DIR: dataDir }),
+      loadConfig({ DTC_PORT: "0", DTC_MQTT_PORT: "0", DTC_DATA_DIR: dataDir, DTC_AUTH: "off" }),
       createLogger("silent"),
     );
     await startTwin(gateway, "idle");
@@ -186,7 +191,7 @@ describe("gateway shutdown", () => {
 const main = join(projectRoot, "dist/src/main.js");
 
 function startProcess(env: Record<string, string>): ChildProcess {
-  return spawn(process.execPath, [main], {
+  return spawn(process.execPath, ["--no-node-snapshot", main], {
     env: {
       PATH: process.env.PATH ?? "",
       DTC_MQTT_PORT: "0",

@@ -1,5 +1,7 @@
+import { execFileSync } from "node:child_process";
 import dns from "node:dns";
 import net from "node:net";
+import { join } from "node:path";
 import { expect } from "vitest";
 import { thingModelsDir } from "../src/paths.js";
 import { loadThingModels, SAMPLE_SCHEMA_BASE, ThingModelRegistry } from "../src/wot/model-registry.js";
@@ -64,4 +66,18 @@ export async function waitFor<T>(what: string, check: () => T | Promise<T>, time
     if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** A self-signed certificate for localhost and 127.0.0.1 (openssl), as cert.pem and key.pem in `dir`. */
+export function selfSignedCertificate(dir: string): { certFile: string; keyFile: string } {
+  const certFile = join(dir, "cert.pem");
+  const keyFile = join(dir, "key.pem");
+  execFileSync(
+    "openssl",
+    ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"]
+      .concat(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+      .concat(["-keyout", keyFile, "-out", certFile]),
+    { stdio: "ignore" },
+  );
+  return { certFile, keyFile };
 }

@@ -1,6 +1,7 @@
 import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -511,11 +512,89 @@ describe("simulate CLI", () => {
     [["iiot", "--id", "x", "--broker", "not a url"], /--broker/],
     [["iiot", "--id", "x", "--bogus", "1"], /--bogus/],
     [["camera", "--id", "x", "--count", "3"], /--count/],
+    [["iiot", "--id", "x", "--username", "u"], /--username needs --password/],
+    [["iiot", "--id", "x", "--broker", "mqtt://u:p@127.0.0.1:1883"], /--broker must not carry credentials/],
   ])("exits with status 2 on bad arguments: %j", async (args, message) => {
     const sim = run(...args);
     expect(await exitOf(sim)).toBe(2);
     expect(sim.output.stderr).toMatch(message);
     expect(sim.output.stderr).toMatch(/Usage:/);
+  });
+
+  it("waits for a broker that is not up yet, saying so, then publishes", async () => {
+    const port = await freePort();
+    const sim = run("iiot", "--id", "late1", "--rate", "20", "--broker", `mqtt://127.0.0.1:${port}`);
+    await waitFor("a retry notice", () =>
+      /not reachable \(ECONNREFUSED\): retrying in \d+ s/.test(sim.output.stderr),
+    );
+    expect(sim.proc.exitCode).toBeNull();
+    const late = await startBroker("aedes", { port });
+    cleanup.push(() => late.stop());
+    const client = await mqtt.connectAsync(late.url, { reconnectPeriod: 0 });
+    cleanup.push(() => client.endAsync());
+    const samples: string[] = [];
+    client.on("message", (topic) => samples.push(topic));
+    await client.subscribeAsync("dtc/iiot/late1/telemetry");
+    await waitFor("samples once the broker is up", () => samples.length >= 3, 10_000);
+    sim.proc.kill("SIGTERM");
+    expect(await exitOf(sim)).toBe(0);
+  });
+
+  it("stops with status 0 while still waiting for its broker", async () => {
+    const sim = run("iiot", "--id", "late2", "--broker", `mqtt://127.0.0.1:${await freePort()}`);
+    await waitFor("a retry notice", () => /retrying/.test(sim.output.stderr));
+    sim.proc.kill("SIGINT");
+    expect(await exitOf(sim)).toBe(0);
+  });
+
+  it("connects with --password (a device token), and exits when the broker refuses it", async () => {
+    const { ManagerStore } = await import("../src/manager/manager-store.js");
+    const { TokenService } = await import("../src/security/tokens.js");
+    const { Authenticator, INTERNAL_USER } = await import("../src/security/authenticator.js");
+    const dir = mkdtempSync(path.join(tmpdir(), "dtc-simulate-auth-"));
+    const store = new ManagerStore(path.join(dir, "manager.sqlite"));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    cleanup.push(() => store.close());
+    const tokens = new TokenService(store);
+    const authenticator = new Authenticator({ tokens, internalSecret: "x" });
+    const topics = {
+      telemetry: "dtc/iiot/sec1/telemetry",
+      status: "dtc/iiot/sec1/status",
+      command: "dtc/iiot/sec1/commands",
+    };
+    const secured = await startBroker("aedes", {
+      security: { authenticator, twinTopics: (id) => (id === "sec1" ? topics : undefined) },
+    });
+    cleanup.push(() => secured.stop());
+    const client = await mqtt.connectAsync(secured.url, {
+      reconnectPeriod: 0,
+      username: INTERNAL_USER,
+      password: authenticator.internalPassword(INTERNAL_USER),
+    });
+    cleanup.push(() => client.endAsync());
+    const samples: string[] = [];
+    client.on("message", (topic) => samples.push(topic));
+    await client.subscribeAsync("dtc/iiot/sec1/#");
+    const device = tokens.create({ name: "sec1", role: "device:sec1" }).token;
+    const sim = run("iiot", "--id", "sec1", "--rate", "20", "--broker", secured.url, "--password", device);
+    await waitFor(
+      "samples from the device",
+      () => samples.filter((t) => t.endsWith("/telemetry")).length >= 3,
+    );
+    expect(samples).toContain("dtc/iiot/sec1/status");
+    sim.proc.kill("SIGTERM");
+    expect(await exitOf(sim)).toBe(0);
+    const refused = run(
+      "iiot",
+      "--id",
+      "sec1",
+      "--broker",
+      secured.url,
+      "--password",
+      "dtc_0123456789abcdef_x",
+    );
+    expect(await exitOf(refused)).toBe(1);
+    expect(refused.output.stderr).toMatch(/Bad username or password/i);
   });
 
   it("prints its usage with --help", async () => {

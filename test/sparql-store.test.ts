@@ -4,14 +4,25 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import oxigraph from "oxigraph";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { EmbeddedStore } from "../src/directory/embedded-store.js";
+import { loadNamedQueries } from "../src/directory/named-queries.js";
+import { mountSearchApi } from "../src/directory/search-api.js";
 import { RECORDS_GRAPH, SparqlStore, type SparqlStoreOptions } from "../src/directory/sparql-store.js";
 import { QueryError, type StoredThing, StoreError, statusGraph } from "../src/directory/store.js";
+import { mountThingsApi } from "../src/directory/things-api.js";
+import { createApp } from "../src/http/app.js";
+import { createLogger } from "../src/logger.js";
 import { TD_CONTEXT_1_1 } from "../src/wot/jsonld-loader.js";
 import { type JsonObject, toNQuads } from "../src/wot/rdf.js";
 import { freePort } from "./brokers.js";
-import { dropGraphs, startVirtuoso, type TestVirtuoso, virtuosoUnavailable } from "./virtuoso.js";
+import {
+  dropGraphs,
+  startVirtuoso,
+  type TestVirtuoso,
+  virtuosoUnavailable,
+  writerFetch,
+} from "./virtuoso.js";
 
 const TD = "https://www.w3.org/2019/wot/td#";
 const HCTL = "https://www.w3.org/2019/wot/hypermedia#";
@@ -455,7 +466,12 @@ describe("the remote SPARQL store on Virtuoso", () => {
     });
     try {
       const viaProxy = { queryUrl: proxy.url, updateUrl: proxy.url };
-      const basic = await open({ ...viaProxy, auth: { user: "dtc", password } });
+      // Searches go elsewhere (the anonymous endpoint): the proxy sees the writer's requests only.
+      const basic = await open({
+        ...viaProxy,
+        auth: { user: "dtc", password },
+        search: { url: server.queryUrl },
+      });
       await basic.put(thing("urn:t:auth"));
       expect((await basic.get("urn:t:auth"))?.id).toBe("urn:t:auth");
       // Nothing is sent before the store asks; then every request carries the credentials.
@@ -496,6 +512,7 @@ describe("the remote SPARQL store on Virtuoso", () => {
         queryUrl: relayed,
         updateUrl: relayed,
         auth: { user: "dba", password: "dba" },
+        search: { url: server.queryUrl },
       });
       await digest.put(thing("urn:t:digest"));
       expect((await digest.get("urn:t:digest"))?.id).toBe("urn:t:digest");
@@ -511,7 +528,7 @@ describe("the remote SPARQL store on Virtuoso", () => {
       const sent = relay.seen.map((h) => h.authorization);
       expect(sent[0]).toBeUndefined();
       expect(answered[0]).toBe(401);
-      expect(sent.length).toBeGreaterThan(30);
+      expect(sent.length).toBeGreaterThan(24);
       for (const authorization of sent.slice(1)) {
         expect(authorization).toMatch(/^Digest username="dba",.*qop=auth,.*algorithm=MD5,/);
         expect(authorization).not.toContain("dba:dba");
@@ -526,6 +543,7 @@ describe("the remote SPARQL store on Virtuoso", () => {
       queryUrl: authUrl,
       updateUrl: authUrl,
       auth: { user: "dba", password: "dba" },
+      search: { url: authUrl, auth: { user: "dba", password: "dba" } },
     });
     expect(await direct.count()).toBe(2);
     const refused = new SparqlStore({
@@ -596,16 +614,182 @@ describe("the remote SPARQL store on Virtuoso", () => {
           queryUrl: guarded.url,
           updateUrl: guarded.url,
           auth: { user: "dtc", password: "x" },
+          search: { url: guarded.url, auth: { user: "dtc-search", password: "y" } },
           timeoutMs: 300,
         });
         await expect(slow.get("urn:t:x")).rejects.toThrow(/did not answer within 300 ms/);
         await expect(slow.query("ASK { ?s ?p ?o }", JSON_RESULTS, { timeoutMs: 200 })).rejects.toMatchObject({
           kind: "timeout",
         });
-        expect(guarded.seen.slice(1).every((h) => h.authorization?.startsWith(`${scheme} `))).toBe(true);
+        // Writer and searcher each sent one request without credentials (answered 401), then theirs.
+        const sent = guarded.seen.map((h) => h.authorization);
+        expect(sent.filter((a) => a === undefined)).toHaveLength(2);
+        expect(sent.filter((a) => a !== undefined).every((a) => a?.startsWith(`${scheme} `))).toBe(true);
       } finally {
         await guarded.close();
       }
     }
+  });
+});
+
+describe("users' searches on Virtuoso: guarded, and sent to the read-only endpoint", () => {
+  const skip = virtuosoUnavailable();
+  let server: TestVirtuoso;
+  /** In front of the search endpoint (the anonymous /sparql): records what searches send. */
+  let relay: Awaited<ReturnType<typeof localServer>>;
+  const relayed: string[] = [];
+  let store: SparqlStore;
+  let app: ReturnType<typeof createApp>;
+
+  const sparql = (query: string) => app.request(`/search/sparql?query=${encodeURIComponent(query)}`);
+  const things = async (res: Response): Promise<string[]> =>
+    ((await res.json()) as Results).results?.bindings.map((b) => b.t?.value ?? "") ?? [];
+
+  beforeAll(async () => {
+    if (skip) return;
+    server = await startVirtuoso({ access: "writer" });
+    relay = await localServer(async (req, body, res) => {
+      relayed.push(new URLSearchParams(body).get("query") ?? body);
+      const upstream = await fetch(server.searchUrl, {
+        method: "POST",
+        headers: { "content-type": String(req.headers["content-type"]), accept: String(req.headers.accept) },
+        body,
+      });
+      res
+        .writeHead(upstream.status, { "content-type": upstream.headers.get("content-type") ?? "text/plain" })
+        .end(Buffer.from(await upstream.arrayBuffer()));
+    });
+    store = new SparqlStore({
+      queryUrl: server.queryUrl,
+      updateUrl: server.updateUrl,
+      auth: server.auth,
+      search: { url: relay.url },
+    });
+    await store.open();
+    app = createApp({ version: "test", startedAt: 0, logger: createLogger("silent") });
+    mountThingsApi(app, { store });
+    mountSearchApi(app, { store, named: await loadNamedQueries() });
+    const res = await app.request("/things/urn:t:search", {
+      method: "PUT",
+      headers: { "Content-Type": "application/td+json" },
+      body: JSON.stringify(td("urn:t:search", { title: "Searchable" })),
+    });
+    expect(res.status).toBe(201);
+  });
+  afterAll(async () => {
+    if (skip) return;
+    await store?.close();
+    await relay?.close();
+    await server?.stop();
+  });
+  beforeEach((ctx) => {
+    if (skip) ctx.skip(skip);
+    relayed.length = 0;
+  });
+
+  it("runs a legitimate search on the read-only endpoint, without the writer's credentials, as regenerated text", async () => {
+    expect(server.searchUrl).not.toBe(server.queryUrl);
+    const res = await sparql(
+      `# note for the store\n${PREFIXES}SELECT ?t WHERE { ?t a td:Thing ; td:title ?x FILTER(REGEX(STR(?x), "^Search")) }`,
+    );
+    expect(res.status).toBe(200);
+    expect(await things(res)).toEqual(["urn:t:search"]);
+    const named = await app.request("/search/named/twins-by-lifecycle?state=Entangled");
+    expect(named.status).toBe(200);
+    // Both reached Virtuoso through the search endpoint, as sparqljs's text: no comment, no prefixes.
+    expect(relayed).toHaveLength(2);
+    expect(relayed[0]).toContain("<https://www.w3.org/2019/wot/td#Thing>");
+    expect(relayed[0]).not.toMatch(/note for the store|PREFIX/);
+    expect(relay.seen.every((headers) => headers.authorization === undefined)).toBe(true);
+  });
+
+  it("refuses bif: and sql: functions with a 400 before the store runs them", async () => {
+    // bif:http_get would make Virtuoso's anonymous endpoint fetch this: it must never be asked.
+    const target = await localServer((_req, _body, res) => {
+      res.writeHead(200, { "content-type": "text/plain" }).end("fetched");
+    });
+    const query = vi.spyOn(store, "query");
+    try {
+      const attacks: [string, string][] = [
+        ["SELECT (bif:file_to_string('/etc/passwd') AS ?x) {}", "Unknown prefix: bif"],
+        ["PREFIX bif: <bif:> SELECT (bif:file_to_string('/etc/passwd') AS ?x) {}", "<bif:file_to_string>"],
+        [`SELECT (<bif:http_get>("${target.url}") AS ?x) {}`, "<bif:http_get>"],
+        [
+          `PREFIX bif: <bif:> SELECT ?x WHERE { BIND(bif:http_get("${target.url}") AS ?x) }`,
+          "<bif:http_get>",
+        ],
+        [`SELECT (<sql:RDF_GRAPH_GROUP_CREATE>("urn:g", 1) AS ?x) {}`, "<sql:RDF_GRAPH_GROUP_CREATE>"],
+        [`DEFINE get:soft "replace" SELECT * FROM <${target.url}> { ?s ?p ?o }`, "DEFINE pragmas"],
+      ];
+      for (const [text, named] of attacks) {
+        const res = await sparql(text);
+        expect([text, res.status]).toEqual([text, 400]);
+        expect(((await res.json()) as { detail: string }).detail).toContain(named);
+      }
+      expect(query).not.toHaveBeenCalled();
+      expect(relayed).toEqual([]);
+      expect(target.seen).toEqual([]);
+      // The guard is what stops it: sent straight to the search endpoint, Virtuoso does fetch.
+      await fetch(server.searchUrl, {
+        method: "POST",
+        headers: { accept: JSON_RESULTS },
+        body: new URLSearchParams({ query: `SELECT (bif:http_get("${target.url}") AS ?x) {}` }),
+      });
+      expect(target.seen).toHaveLength(1);
+    } finally {
+      query.mockRestore();
+      await target.close();
+    }
+  });
+
+  it("searches on an endpoint that cannot write: updates sent to it straight are refused", async () => {
+    const count = await store.count();
+    for (const request of [
+      { "content-type": "application/sparql-update", body: "DROP SILENT GRAPH <urn:t:search>" },
+      {
+        "content-type": "application/x-www-form-urlencoded",
+        body: new URLSearchParams({
+          update: `INSERT DATA { GRAPH <urn:t:x> { <urn:t:a> <urn:t:b> "c" } }`,
+        }).toString(),
+      },
+      {
+        "content-type": "application/x-www-form-urlencoded",
+        body: new URLSearchParams({ query: "CLEAR GRAPH <urn:t:search>" }).toString(),
+      },
+    ]) {
+      const res = await fetch(server.searchUrl, {
+        method: "POST",
+        headers: { "content-type": request["content-type"], accept: JSON_RESULTS },
+        body: request.body,
+      });
+      expect(res.ok).toBe(false);
+      // Virtuoso refuses when running it: 500, SQLSTATE 42000 (no permission), not 401/403.
+      expect(await res.text()).toMatch(/42000 Error SR186:SECURITY: No permission/);
+    }
+    expect(await store.count()).toBe(count);
+    const searched = await sparql(`ASK { GRAPH <urn:t:search> { ?s ?p ?o } }`);
+    expect(await searched.json()).toMatchObject({ boolean: true });
+    expect(await (await sparql(`ASK { GRAPH <urn:t:x> { ?s ?p ?o } }`)).json()).toMatchObject({
+      boolean: false,
+    });
+    // The writer can, through /sparql-auth.
+    const written = await writerFetch(server)(server.updateUrl, {
+      method: "POST",
+      headers: { "content-type": "application/sparql-update" },
+      body: "DROP SILENT GRAPH <urn:t:nothing>",
+    });
+    expect(written.status).toBe(200);
+  });
+
+  it("sends searches without the writer's credentials by default, and says so at open() when they are needed", async () => {
+    // queryUrl is /sparql-auth: a search endpoint that defaults to it, without credentials, fails at once.
+    const defaulted = new SparqlStore({
+      queryUrl: server.queryUrl,
+      updateUrl: server.updateUrl,
+      auth: server.auth,
+    });
+    await expect(defaulted.open()).rejects.toThrow(
+      /checking the search endpoint: the store asks for credentials/,
+    );
   });
 });

@@ -58,7 +58,7 @@ function spawnTwin(env: Record<string, string>): {
   stdout(): string;
   stderr(): string;
 } {
-  const child = spawn(process.execPath, [twinMain], {
+  const child = spawn(process.execPath, ["--no-node-snapshot", twinMain], {
     env: { PATH: process.env.PATH ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -32,7 +32,7 @@ WORKDIR /app
 # Numeric for the same reason; the files are root's, readable by everyone.
 USER 1000:1000
 ENTRYPOINT ["/usr/local/bin/node"]
-CMD ["dist/src/twin-main.js"]
+CMD ["--no-node-snapshot", "dist/src/twin-main.js"]
 
 # One COPY, so one layer: with vfs every layer is a full copy of its tree.
 COPY rootfs/ /

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startVirtuoso, type TestVirtuoso, virtuosoUnavailable } from "./virtuoso.js";
+import { startVirtuoso, type TestVirtuoso, virtuosoUnavailable, writerFetch } from "./virtuoso.js";
 
 interface Binding {
   type: string;
@@ -49,6 +49,7 @@ describe("Virtuoso test server", () => {
     if (skip) ctx.skip(skip);
     expect(server.queryUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/sparql$/);
     expect(server.updateUrl).toBe(server.queryUrl);
+    expect(server.searchUrl).toBe(server.queryUrl);
     expect(server.auth).toBeUndefined();
     expect(server.startupMs).toBeLessThan(60_000);
   });
@@ -134,5 +135,55 @@ describe("Virtuoso test server", () => {
     });
     expect(((await form.json()) as { boolean: boolean }).boolean).toBe(true);
     expect((await update("DROP SILENT GRAPH <urn:test:g3>")).status).toBe(200);
+  });
+});
+
+describe("Virtuoso test server with a dedicated writer (access: writer)", () => {
+  const skip = virtuosoUnavailable();
+  let server: TestVirtuoso;
+
+  beforeAll(async () => {
+    if (skip) return;
+    server = await startVirtuoso({ access: "writer" });
+  });
+  afterAll(async () => {
+    if (skip) return;
+    await server?.stop();
+  });
+
+  const anonymous = (field: "query" | "update", text: string) =>
+    fetch(server.searchUrl, {
+      method: "POST",
+      headers: { accept: "application/sparql-results+json" },
+      body: new URLSearchParams({ [field]: text }),
+    });
+
+  it("writes as a user that is not dba through /sparql-auth; the anonymous /sparql reads but cannot write", async (ctx) => {
+    if (skip) ctx.skip(skip);
+    expect(server.queryUrl).toMatch(/\/sparql-auth$/);
+    expect(server.updateUrl).toBe(server.queryUrl);
+    expect(server.searchUrl).toMatch(/\/sparql$/);
+    expect(server.auth?.user).not.toBe("dba");
+    // /sparql-auth wants the writer's Digest credentials.
+    expect((await fetch(`${server.queryUrl}?query=${encodeURIComponent("ASK {}")}`)).status).toBe(401);
+    const written = await writerFetch(server)(server.updateUrl, {
+      method: "POST",
+      headers: { "content-type": "application/sparql-update" },
+      body: 'INSERT DATA { GRAPH <urn:test:w> { <urn:a> <urn:p> "x" } }',
+    });
+    expect(written.status, await written.clone().text()).toBe(200);
+
+    const read = await anonymous("query", 'ASK { GRAPH <urn:test:w> { <urn:a> <urn:p> "x" } }');
+    expect(((await read.json()) as { boolean: boolean }).boolean).toBe(true);
+    const refused = await anonymous("update", "DROP SILENT GRAPH <urn:test:w>");
+    expect(refused.status).toBe(500);
+    expect(await refused.text()).toMatch(/Virtuoso 42000 Error SR186:SECURITY: No permission/);
+    const still = await anonymous("query", "ASK { GRAPH <urn:test:w> { ?s ?p ?o } }");
+    expect(((await still.json()) as { boolean: boolean }).boolean).toBe(true);
+
+    // Some functions are refused on the anonymous endpoint at compile time, not all (bif:http_get runs).
+    const file = await anonymous("query", "SELECT (bif:file_to_string('/etc/passwd') AS ?x) {}");
+    expect(file.status).toBe(400);
+    expect(await file.text()).toMatch(/cannot be used in text of SPARQL query due to security restrictions/);
   });
 });

@@ -1,16 +1,21 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import DigestClient from "digest-fetch";
 import { freePort } from "./brokers.js";
 
 /**
  * A private Virtuoso (Debian virtuoso-opensource 7.2) on loopback for one test file: its own database in a
- * temp dir, its own ports, never the system instance.
+ * temp dir, its own ports, never the system instance. Two ways to write (`access`):
  *
- * Updates go to the anonymous endpoint: after start, `GRANT SPARQL_UPDATE TO "SPARQL"` is run through isql
- * as dba (default password dba; both ports are bound to 127.0.0.1 only), so `/sparql` accepts SPARQL 1.1
- * Update without authentication and `auth` is undefined. (`/sparql-auth` would need HTTP Digest auth.)
+ * - `anonymous` (default): after start, `GRANT SPARQL_UPDATE TO "SPARQL"` is run through isql as dba
+ *   (default password dba; both ports are bound to 127.0.0.1 only), so `/sparql` accepts SPARQL 1.1
+ *   Update without authentication and `auth` is undefined.
+ * - `writer`: the deployment's layout. A dedicated user (not dba) with SPARQL_UPDATE writes and reads
+ *   through `/sparql-auth` (HTTP Digest, `auth`); the anonymous `/sparql` (`searchUrl`) keeps Virtuoso's
+ *   default rights, read-only.
  *
  * Virtuoso quirks a client must live with (7.2.5):
  * - POST with `Content-Type: application/sparql-query` never answers and spins a core while the client
@@ -39,15 +44,22 @@ import { freePort } from "./brokers.js";
  *   empty graph is 1, `ASK { GRAPH <empty> { ?s ?p ?o } }` true).
  * - Each operation of a multi-operation update request commits on its own: a later failing one leaves
  *   the earlier ones done. Doubles come back with 6 significant digits (1/3 is "0.333333").
- * - `/sparql-auth` takes HTTP Digest only (not Basic); dba (password dba here) may query and update.
+ * - `/sparql-auth` takes HTTP Digest only (not Basic); dba (password dba here) may query and update, and
+ *   so may a user made with `USER_CREATE` and granted SPARQL_UPDATE.
+ * - The anonymous `/sparql` refuses some functions at compile time (`bif:file_to_string`, `sql:`
+ *   procedures: 400 SP031 "due to security restrictions") but runs others, `bif:http_get` among them
+ *   (a request to any URL): the directory's query guard must stop them before they get here.
+ * - An update without SPARQL_UPDATE is refused only when it runs: 500 with SQLSTATE 42000 ("permission").
  */
 export interface TestVirtuoso {
   /** SPARQL 1.1 Query endpoint (GET `?query=`, or form POST). */
   queryUrl: string;
   /** SPARQL 1.1 Update endpoint (POST `application/sparql-update`, or form POST `update=`). */
   updateUrl: string;
-  /** Credentials for the endpoints; undefined here, as updates are granted to the anonymous user. */
+  /** Credentials for queryUrl and updateUrl: the writer's with `access: "writer"`, else undefined. */
   auth?: { user: string; password: string };
+  /** The anonymous `/sparql`: read-only with `access: "writer"`, the same as queryUrl otherwise. */
+  searchUrl: string;
   /** Milliseconds from spawn until the endpoint answered and updates were granted. */
   startupMs: number;
   stop(): Promise<void>;
@@ -252,12 +264,23 @@ async function stopProcess(proc: ChildProcess): Promise<void> {
   }
 }
 
-export async function startVirtuoso(): Promise<TestVirtuoso> {
+export interface VirtuosoOptions {
+  /** Who may update: the anonymous user on `/sparql`, or only a dedicated writer on `/sparql-auth`. */
+  access?: "anonymous" | "writer";
+}
+
+/** The dedicated writer of `access: "writer"` (a plain user: no dba rights, only SPARQL_UPDATE). */
+const WRITER = "dtc_writer";
+
+export async function startVirtuoso(options: VirtuosoOptions = {}): Promise<TestVirtuoso> {
+  const access = options.access ?? "anonymous";
   const found = installation();
   if (typeof found === "string") throw new Error(found);
   const dir = mkdtempSync(path.join(tmpdir(), "dtc-virtuoso-"));
   const [sqlPort, httpPort] = [await freePort(), await freePort()];
   const ini = path.join(dir, "virtuoso.ini");
+  // Quoted in SQL text below: hex only.
+  const writerPassword = randomBytes(12).toString("hex");
   writeFileSync(ini, privateIni(readFileSync(found.ini, "utf8"), dir, sqlPort, httpPort));
 
   const started = Date.now();
@@ -278,10 +301,16 @@ export async function startVirtuoso(): Promise<TestVirtuoso> {
       });
       return res.ok && ((await res.json()) as { boolean?: unknown }).boolean === true;
     });
+    // The first isql statement is retried until the SQL port answers; the rest run once.
+    const [first = "", ...rest] =
+      access === "anonymous"
+        ? ['GRANT SPARQL_UPDATE TO "SPARQL";']
+        : [`DB.DBA.USER_CREATE('${WRITER}', '${writerPassword}');`, `GRANT SPARQL_UPDATE TO "${WRITER}";`];
     await poll("updates were granted", proc, deadline, async () => {
-      await isql(found.isql, sqlPort, 'GRANT SPARQL_UPDATE TO "SPARQL";');
+      await isql(found.isql, sqlPort, first);
       return true;
     });
+    for (const statement of rest) await isql(found.isql, sqlPort, statement);
   } catch (err) {
     await stopProcess(proc);
     rmSync(dir, { recursive: true, force: true });
@@ -290,9 +319,12 @@ export async function startVirtuoso(): Promise<TestVirtuoso> {
   const startupMs = Date.now() - started;
 
   let stopping: Promise<void> | undefined;
+  const authUrl = `http://127.0.0.1:${httpPort}/sparql-auth`;
   return {
-    queryUrl: endpoint,
-    updateUrl: endpoint,
+    ...(access === "anonymous"
+      ? { queryUrl: endpoint, updateUrl: endpoint }
+      : { queryUrl: authUrl, updateUrl: authUrl, auth: { user: WRITER, password: writerPassword } }),
+    searchUrl: endpoint,
     startupMs,
     stop: () => {
       stopping ??= stopProcess(proc).finally(() => rmSync(dir, { recursive: true, force: true }));
@@ -307,7 +339,7 @@ export async function startVirtuoso(): Promise<TestVirtuoso> {
  */
 export async function dropGraphs(server: TestVirtuoso, prefix = "urn:"): Promise<void> {
   const query = `SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } FILTER (STRSTARTS(STR(?g), ${JSON.stringify(prefix)})) }`;
-  const res = await fetch(server.queryUrl, {
+  const res = await fetch(server.searchUrl, {
     method: "POST",
     headers: { accept: "application/sparql-results+json" },
     body: new URLSearchParams({ query }),
@@ -320,11 +352,18 @@ export async function dropGraphs(server: TestVirtuoso, prefix = "urn:"): Promise
       .slice(i, i + 100)
       .map((b) => `DROP SILENT GRAPH <${b.g.value}>`)
       .join(" ;\n");
-    const dropped = await fetch(server.updateUrl, {
+    const dropped = await writerFetch(server)(server.updateUrl, {
       method: "POST",
       headers: { "content-type": "application/sparql-update; charset=UTF-8" },
       body: update,
     });
     if (!dropped.ok) throw new Error(`dropping graphs: ${dropped.status} ${await dropped.text()}`);
   }
+}
+
+/** fetch as the server's writer: HTTP Digest with `auth` (Virtuoso's /sparql-auth), plain without. */
+export function writerFetch(server: TestVirtuoso): (url: string, init: RequestInit) => Promise<Response> {
+  if (!server.auth) return fetch;
+  const client = new DigestClient(server.auth.user, server.auth.password);
+  return (url, init) => client.fetch(url, init) as Promise<Response>;
 }

@@ -4,19 +4,14 @@ import type { JsonObject } from "../wot/rdf.js";
 import { isObject } from "../wot/thing-model.js";
 import { ValidationError, validateThingDescription } from "../wot/validation.js";
 import type { ThingChange } from "./events.js";
-import {
-  DIRECTORY_RECORDS_PREFIX,
-  type DirectoryStore,
-  INVENTORY_GRAPH_PREFIX,
-  type Registration,
-  STATUS_GRAPH_PREFIX,
-  type StoredThing,
-} from "./store.js";
+import { graphIdPrefix } from "./reserved-ids.js";
+import type { DirectoryStore, Registration, StoredThing } from "./store.js";
 
 /**
  * The directory's write rules, shared by the Things API and the gateway's own registrations (twins'
  * TDs): ids, validation, registration information, expiry, and a change notification after each
- * acknowledged write. Storage is the store port's; HTTP shapes are the Things API's.
+ * acknowledged write. Storage is the store port's; HTTP shapes are the Things API's, which also keeps
+ * clients off the ids the gateway owns (reserved-ids.ts): this class writes them for the gateway.
  */
 
 /** A write the directory refuses: `status` is the HTTP status it maps to. */
@@ -42,9 +37,6 @@ export function isIri(id: string): boolean {
     return false;
   }
 }
-
-/** Ids the directory keeps for itself: twins' status graphs, the remote store's records. */
-export const RESERVED_ID_PREFIXES = [STATUS_GRAPH_PREFIX, INVENTORY_GRAPH_PREFIX, DIRECTORY_RECORDS_PREFIX];
 
 /** RFC 7396 JSON Merge Patch. */
 export function mergePatch(target: unknown, patch: unknown): unknown {
@@ -129,7 +121,7 @@ export class Directory {
   #checkId(id: string): void {
     if (!isIri(id)) throw new DirectoryError(400, `the id ${JSON.stringify(id)} is not an absolute IRI`);
     // A TD named like a status graph would pass for one; one named like a record could erase them.
-    const reserved = RESERVED_ID_PREFIXES.find((prefix) => id.startsWith(prefix));
+    const reserved = graphIdPrefix(id);
     if (reserved) throw new DirectoryError(400, `ids under ${reserved} are reserved`);
   }
 

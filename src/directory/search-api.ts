@@ -1,15 +1,16 @@
 import type { Context, Hono } from "hono";
 import Negotiator from "negotiator";
-import sparqljs from "sparqljs";
 import { limitBody, problem } from "../http/problem.js";
 import { type NamedQueries, NamedQueryError } from "./named-queries.js";
+import { type GuardedQuery, guardQuery, QueryRefusedError } from "./query-guard.js";
 import { type DirectoryStore, QueryError } from "./store.js";
 
 /**
  * SPARQL search of W3C WoT Discovery (section 7.3.2.4.3) over the SPARQL 1.1 Protocol, and the
- * directory's named queries. Every query is parsed with sparqljs before it reaches the store: only
- * SELECT, ASK, CONSTRUCT and DESCRIBE pass, federated queries (SERVICE) do not (the directory would
- * fetch any URL a client names), and the number of results is capped.
+ * directory's named queries. Every query, named ones too, goes through the query guard
+ * (query-guard.ts) before it reaches the store: only SELECT, ASK, CONSTRUCT and DESCRIBE of plain
+ * SPARQL 1.1 pass (no SERVICE, no extension functions or magic predicates), the number of results is
+ * capped, and the store is sent the text regenerated from the checked syntax tree.
  */
 
 export const SPARQL_QUERY = "application/sparql-query";
@@ -36,24 +37,6 @@ export interface SearchApiOptions {
   maxQueryBytes?: number;
 }
 
-/** Why a query is refused, or undefined when it may run. */
-function refusal(query: sparqljs.SparqlQuery): string | undefined {
-  if (query.type === "update")
-    return "SPARQL updates are not accepted here: the directory is written through /things";
-  let service: string | undefined;
-  const visit = (node: unknown): void => {
-    if (service !== undefined) return;
-    if (Array.isArray(node)) node.forEach(visit);
-    else if (node !== null && typeof node === "object") {
-      if ((node as { type?: unknown }).type === "service")
-        service = "federated queries (SERVICE) are not supported";
-      else Object.values(node).forEach(visit);
-    }
-  };
-  visit(query);
-  return service;
-}
-
 export function mountSearchApi(app: Hono, options: SearchApiOptions): void {
   const { store, named } = options;
   const timeoutMs = options.timeoutMs ?? 5_000;
@@ -63,17 +46,16 @@ export function mountSearchApi(app: Hono, options: SearchApiOptions): void {
   const badRequest = (c: Context, detail: string, title = "Bad Request") =>
     problem(c, { title, status: 400, detail });
 
-  /** Parses, checks, caps and runs `text`, answering in the media type the client accepts. */
+  /** Guards, caps and runs `text` (never sent as given), answering in the media type the client accepts. */
   async function run(c: Context, text: string): Promise<Response> {
-    let parsed: sparqljs.SparqlQuery;
+    let guarded: GuardedQuery;
     try {
-      parsed = new sparqljs.Parser().parse(text);
+      guarded = guardQuery(text, { maxResults });
     } catch (err) {
-      return badRequest(c, `the query is not valid SPARQL 1.1: ${(err as Error).message}`);
+      if (err instanceof QueryRefusedError) return badRequest(c, err.message);
+      throw err;
     }
-    const refused = refusal(parsed);
-    if (refused !== undefined) return badRequest(c, refused);
-    const query = parsed as sparqljs.Query;
+    const { query, sparql } = guarded;
 
     const offered = query.queryType === "SELECT" || query.queryType === "ASK" ? SOLUTION_TYPES : GRAPH_TYPES;
     const accept = c.req.header("accept");
@@ -88,12 +70,6 @@ export function mountSearchApi(app: Hono, options: SearchApiOptions): void {
     // application/json is the same serialisation as the default of its kind.
     const format = chosen === "application/json" ? (offered[0] as string) : chosen;
 
-    let sparql = text;
-    // sparqljs keeps LIMIT on every query form; its types declare it on SELECT only.
-    const { limit } = query as { limit?: number };
-    if (query.queryType !== "ASK" && (limit === undefined || limit > maxResults)) {
-      sparql = new sparqljs.Generator().stringify({ ...query, limit: maxResults } as sparqljs.SparqlQuery);
-    }
     try {
       const result = await store.query(sparql, format, { timeoutMs });
       return c.body(result.body, 200, {

@@ -53,6 +53,13 @@ import {
  * everything.) Every term put into SPARQL text is serialised by Oxigraph (N-Triples syntax, which
  * SPARQL shares): IRIs are validated, literals escaped.
  *
+ * Endpoints: the store's own reads and its writes go to queryUrl and updateUrl with `auth` (the
+ * writer); users' searches (query()) go to `search.url` with `search.auth`, meant to be a read-only
+ * endpoint and user. Searches are checked by the query guard (query-guard.ts) first; the search
+ * endpoint's rights bound what one that slipped past could do (Virtuoso's anonymous /sparql without
+ * SPARQL_UPDATE cannot write, read files or call SQL procedures; it still runs bif:http_get, which
+ * only the guard stops).
+ *
  * Reads: queries go as form POSTs (`query=`). Results come back as SPARQL JSON or N-Triples and are
  * written in the format asked for with Oxigraph's writers, so both adapters answer alike. Virtuoso's
  * result cap (10,000 rows, cut silently) makes a result that reaches it an error unless the query's own
@@ -116,6 +123,12 @@ export interface SparqlStoreOptions {
   updateUrl: string;
   /** Sent with HTTP Basic or Digest, whichever the store's 401 challenge asks for. */
   auth?: { user: string; password: string };
+  /**
+   * Where users' searches (query()) go: a read-only endpoint, and a read-only user or none. The
+   * store's own reads and writes keep queryUrl and updateUrl with `auth`. Default: queryUrl without
+   * credentials (never the writer's: a search that got past the query guard would run with its rights).
+   */
+  search?: { url: string; auth?: { user: string; password: string } | undefined };
   /** Longest a request may take, ms (default 30000); query() takes its own timeoutMs. */
   timeoutMs?: number;
   /** Most rows the store returns for one query (Virtuoso's ResultSetMaxRows, default 10000). */
@@ -469,16 +482,25 @@ function authClient(
   return new DigestClient(utf8(auth.user), utf8(auth.password), { basic: true });
 }
 
+/** Credentials for some endpoints, and the client answering their challenge once one came. */
+interface Credentials {
+  readonly auth: { user: string; password: string } | undefined;
+  /** Made at the endpoint's first 401: credentials are only ever sent in the scheme it asked for. */
+  client: DigestClient | undefined;
+}
+
 export class SparqlStore implements DirectoryStore {
   readonly #queryUrl: string;
   readonly #updateUrl: string;
-  readonly #auth: { user: string; password: string } | undefined;
+  /** The gateway's own: queryUrl and updateUrl. */
+  readonly #writer: Credentials;
+  readonly #searchUrl: string;
+  /** Users' searches: never the writer's. */
+  readonly #searcher: Credentials;
   readonly #timeoutMs: number;
   readonly #maxRows: number;
   #dialect: "virtuoso" | "sparql11" | undefined;
   #open = false;
-  /** Made at the store's first 401: credentials are only ever sent in the scheme it asked for. */
-  #authClient: DigestClient | undefined;
   readonly #writes = new WriteQueues();
   readonly #onIndexFailure: (id: string, message: string) => void;
 
@@ -488,19 +510,26 @@ export class SparqlStore implements DirectoryStore {
       ((id, message) => process.emitWarning(`${id}: ${message}`, { type: "DirectoryIndexWarning" }));
     this.#queryUrl = options.queryUrl;
     this.#updateUrl = options.updateUrl;
-    this.#auth = options.auth;
+    this.#writer = { auth: options.auth, client: undefined };
+    this.#searchUrl = options.search?.url ?? options.queryUrl;
+    this.#searcher = { auth: options.search?.auth, client: undefined };
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#maxRows = options.maxRows ?? DEFAULT_MAX_ROWS;
     this.#dialect = options.dialect;
   }
 
-  /** Checks that both endpoints answer (and that updates are allowed) before the gateway relies on them. */
+  /**
+   * Checks that the endpoints answer (and that updates are allowed) before the gateway relies on
+   * them: a search endpoint that wants credentials it was not given fails here, not at the first search.
+   */
   async open(): Promise<void> {
-    const { headers } = await this.#post(this.#queryUrl, "checking the query endpoint", {
+    const ask = {
       body: new URLSearchParams({ query: "ASK {}" }).toString(),
       contentType: "application/x-www-form-urlencoded",
       accept: "application/sparql-results+json",
-    });
+    };
+    const { headers } = await this.#post(this.#queryUrl, this.#writer, "checking the query endpoint", ask);
+    await this.#post(this.#searchUrl, this.#searcher, "checking the search endpoint", ask);
     this.#dialect ??= /virtuoso/i.test(headers.get("server") ?? "") ? "virtuoso" : "sparql11";
     // An update that matches nothing: fails now, not at the first PUT, when updates are not allowed.
     await this.#update(
@@ -732,7 +761,8 @@ export class SparqlStore implements DirectoryStore {
     const sent = performance.now();
     try {
       ({ body } = await this.#post(
-        this.#queryUrl,
+        this.#searchUrl,
+        this.#searcher,
         "query",
         {
           body: new URLSearchParams(params).toString(),
@@ -846,7 +876,7 @@ export class SparqlStore implements DirectoryStore {
   }
 
   async #update(text: string, what: string): Promise<void> {
-    await this.#post(this.#updateUrl, what, {
+    await this.#post(this.#updateUrl, this.#writer, what, {
       body: text,
       contentType: "application/sparql-update; charset=UTF-8",
       accept: "application/sparql-results+json, */*;q=0.1",
@@ -854,7 +884,7 @@ export class SparqlStore implements DirectoryStore {
   }
 
   async #read(text: string): Promise<SparqlJson> {
-    const { body } = await this.#post(this.#queryUrl, "reading the directory", {
+    const { body } = await this.#post(this.#queryUrl, this.#writer, "reading the directory", {
       body: new URLSearchParams({ query: text }).toString(),
       contentType: "application/x-www-form-urlencoded",
       accept: "application/sparql-results+json",
@@ -882,6 +912,7 @@ export class SparqlStore implements DirectoryStore {
    */
   async #post(
     url: string,
+    credentials: Credentials,
     what: string,
     request: { body: string; contentType: string; accept: string },
     timeoutMs = this.#timeoutMs,
@@ -900,15 +931,15 @@ export class SparqlStore implements DirectoryStore {
     let res: Response;
     let body: string;
     try {
-      const client = this.#authClient;
+      const { client, auth } = credentials;
       res = await send(client);
       // The first 401: answer it in the scheme asked for, and from then on send the credentials up front
       // (a Digest client answers later challenges itself, e.g. for a new nonce).
-      if (res.status === 401 && this.#auth && !client) {
-        const next = authClient(this.#auth, res.headers.get("www-authenticate"));
+      if (res.status === 401 && auth && !client) {
+        const next = authClient(auth, res.headers.get("www-authenticate"));
         if (next) {
           await res.arrayBuffer();
-          this.#authClient = next;
+          credentials.client = next;
           res = await send(next);
         }
       }
@@ -926,7 +957,7 @@ export class SparqlStore implements DirectoryStore {
       });
     }
     if (res.status === 401 || res.status === 403) {
-      const why = this.#auth
+      const why = credentials.auth
         ? "the credentials were refused"
         : "the store asks for credentials, none are set";
       throw new EndpointError(`${what}: ${why}`, res.status, "");

@@ -45,8 +45,9 @@ export interface DirectoryStore {
   /** Ids whose registration expired at `now` (epoch ms). */
   expired(now: number): Promise<string[]>;
   /**
-   * Runs a (parsed and checked) SPARQL query over every graph; answers only after every write
-   * acknowledged before it is indexed (read your writes).
+   * Runs a user's SPARQL query (already through the query guard, query-guard.ts) over every graph;
+   * answers only after every write acknowledged before it is indexed (read your writes). The remote
+   * store sends these to its read-only search endpoint, never with the writer's credentials.
    */
   query(sparql: string, accept: string, options?: { timeoutMs?: number }): Promise<QueryResult>;
   /**

@@ -5,6 +5,7 @@ import type { JsonObject } from "../wot/rdf.js";
 import { isObject } from "../wot/thing-model.js";
 import { Directory, DirectoryError } from "./directory.js";
 import type { ThingChange } from "./events.js";
+import { gatewayOwner } from "./reserved-ids.js";
 import type { DirectoryStore, StoredThing } from "./store.js";
 
 export { isIri, mergePatch } from "./directory.js";
@@ -12,7 +13,9 @@ export { isIri, mergePatch } from "./directory.js";
 /**
  * The Things API of W3C WoT Discovery (section 7.3.2.1): create, retrieve, update (replace and
  * merge patch), delete and list TDs, with registration information. Thin: parsing, checks and
- * the HTTP shapes; storage is the store port's.
+ * the HTTP shapes; storage is the store port's. Ids the gateway owns (its twins' and manager's TDs,
+ * its graphs: reserved-ids.ts) are read-only here for every client, whatever its role: the gateway
+ * writes them through the Directory, never over HTTP.
  */
 
 export const TD_JSON = "application/td+json";
@@ -78,6 +81,17 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): Directory 
     });
   };
 
+  /** A 403 when the gateway owns `id` (checked before the body is read: nothing of it is used). */
+  const owned = (c: Context, id: unknown): Response | undefined => {
+    const owner = typeof id === "string" ? gatewayOwner(id) : undefined;
+    if (owner === undefined) return undefined;
+    return problem(c, {
+      title: "Forbidden",
+      status: 403,
+      detail: `the gateway owns the id ${id}${owner.endsWith(":") ? ` (as every id under ${owner})` : ""} and writes its TD itself: it cannot be created, replaced, patched or deleted through the Things API`,
+    });
+  };
+
   /** The JSON body, or a problem response saying what is wrong with it. */
   async function readJson(c: Context, mediaTypes: string[]): Promise<unknown | Response> {
     const type = (c.req.header("content-type") ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
@@ -102,6 +116,8 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): Directory 
 
   app.put("/things/:id", limited, async (c) => {
     const id = c.req.param("id");
+    const forbidden = owned(c, id);
+    if (forbidden) return forbidden;
     const body = await readJson(c, [TD_JSON, "application/json"]);
     if (body instanceof Response) return body;
     try {
@@ -115,6 +131,8 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): Directory 
   app.post("/things", limited, async (c) => {
     const body = await readJson(c, [TD_JSON, "application/json"]);
     if (body instanceof Response) return body;
+    const forbidden = isObject(body) ? owned(c, body.id) : undefined;
+    if (forbidden) return forbidden;
     try {
       const thing = await directory.create(body);
       return c.body(null, 201, { Location: location(thing.id) });
@@ -131,10 +149,13 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): Directory 
   });
 
   app.patch("/things/:id", limited, async (c) => {
+    const id = c.req.param("id");
+    const forbidden = owned(c, id);
+    if (forbidden) return forbidden;
     const body = await readJson(c, [MERGE_PATCH]);
     if (body instanceof Response) return body;
     try {
-      await directory.patch(c.req.param("id"), body);
+      await directory.patch(id, body);
       return c.body(null, 204);
     } catch (err) {
       return refused(c, err);
@@ -143,6 +164,8 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): Directory 
 
   app.delete("/things/:id", async (c) => {
     const id = c.req.param("id");
+    const forbidden = owned(c, id);
+    if (forbidden) return forbidden;
     return (await directory.delete(id)) ? c.body(null, 204) : notFound(c, id);
   });
 

@@ -37,6 +37,8 @@ export interface WellKnownOptions extends DirectoryTdOptions {
   baseUrl: (c: Context) => string;
   /** Extra links, read on every request (e.g. the manager's TD once it runs). */
   links?: () => Link[];
+  /** Declares the gateway's security in the TD (src/security/td-security.ts). */
+  secure?: (td: JsonObject) => JsonObject;
 }
 
 let directoryModel: ThingModel | undefined;
@@ -128,8 +130,9 @@ export function mountWellKnown(app: Hono, options: WellKnownOptions): void {
   // Hono serves HEAD from this GET route with the same headers and no body (WoT Discovery).
   app.get(WELL_KNOWN_PATH, async (c) => {
     const td = { ...(await tdFor(options.baseUrl(c))) };
+    const secured = options.secure ? options.secure(td) : td;
     const extra = options.links?.() ?? [];
-    if (extra.length > 0) td.links = [...((td.links as Link[] | undefined) ?? []), ...extra];
-    return c.body(JSON.stringify(td), 200, { "Content-Type": TD_MEDIA_TYPE });
+    if (extra.length > 0) secured.links = [...((secured.links as Link[] | undefined) ?? []), ...extra];
+    return c.body(JSON.stringify(secured), 200, { "Content-Type": TD_MEDIA_TYPE });
   });
 }

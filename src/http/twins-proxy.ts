@@ -1,4 +1,6 @@
 import type { Hono } from "hono";
+import { parseClientError } from "../runtime/client-error.js";
+import type { JsonObject } from "../wot/rdf.js";
 import { problem } from "./problem.js";
 
 // Hop-by-hop headers (RFC 9110 section 7.6.1) and those fetch computes itself.
@@ -12,6 +14,10 @@ const NOT_FORWARDED = new Set([
   "trailer",
   "host",
   "content-length",
+  // The client's credentials are the gateway's to check, never passed on to a twin (a container of
+  // a user's image could replay them).
+  "authorization",
+  "cookie",
 ]);
 
 function forwardable(headers: Headers): Headers {
@@ -28,7 +34,12 @@ function forwardable(headers: Headers): Headers {
  * twin's URLs do not change when it moves. Bodies are streamed both ways (long-poll observations
  * stay open as long as they need).
  */
-export function mountTwinsProxy(app: Hono, target: (twinId: string) => string | undefined): void {
+export function mountTwinsProxy(
+  app: Hono,
+  target: (twinId: string) => string | undefined,
+  /** Rewrites a twin's TD as served at /twins/{id} (the gateway's security in place of node-wot's). */
+  describe: (td: JsonObject) => JsonObject = (td) => td,
+): void {
   app.all("/twins/*", async (c) => {
     const url = new URL(c.req.url);
     const path = url.pathname.slice("/twins".length) || "/";
@@ -59,6 +70,27 @@ export function mountTwinsProxy(app: Hono, target: (twinId: string) => string | 
         status: 502,
         detail: `twin "${id}" did not answer: ${(err as Error).message}`,
       });
+    }
+    // node-wot answers 500 for whatever an action handler throws; a twin marks the errors that
+    // are the client's (a refused augmentation function), and those become 422.
+    if (response.status === 500) {
+      const text = await response.text();
+      const reason = parseClientError(text);
+      if (reason !== undefined) {
+        return problem(c, { title: "Unprocessable Content", status: 422, detail: reason });
+      }
+      return new Response(text, { status: 500, headers: forwardable(response.headers) });
+    }
+    const isTd = method === "GET" && /^\/[^/]+\/?$/.test(path) && response.status === 200;
+    if (isTd) {
+      const text = await response.text();
+      let body = text;
+      try {
+        body = JSON.stringify(describe(JSON.parse(text) as JsonObject));
+      } catch {
+        // Not a TD after all: as the twin said it.
+      }
+      return new Response(body, { status: 200, headers: forwardable(response.headers) });
     }
     return new Response(response.body, { status: response.status, headers: forwardable(response.headers) });
   });

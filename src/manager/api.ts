@@ -2,6 +2,7 @@ import { type Context, Hono } from "hono";
 import { limitBody, problem } from "../http/problem.js";
 import type { Logger } from "../logger.js";
 import { TM_MEDIA_TYPE } from "../wot/instantiate.js";
+import type { JsonObject } from "../wot/rdf.js";
 import { ManagerError } from "./errors.js";
 import { asManagerError, type DtcManager } from "./manager.js";
 import { managerThingDescription } from "./manager-td.js";
@@ -16,6 +17,8 @@ export interface ManagerApiOptions {
   manager: DtcManager;
   maxBodyBytes: number;
   publicBase: () => string;
+  /** Declares the gateway's security in the manager's TD. */
+  secure?: (td: JsonObject) => JsonObject;
   logger?: Logger;
 }
 
@@ -48,7 +51,7 @@ function flag(value: string | undefined, name: string): boolean | undefined {
 
 export function mountManagerApi(
   app: Hono,
-  { manager, maxBodyBytes, publicBase, logger }: ManagerApiOptions,
+  { manager, maxBodyBytes, publicBase, secure = (td) => td, logger }: ManagerApiOptions,
 ): void {
   const api = new Hono();
   const inventory = manager.inventory;
@@ -69,7 +72,7 @@ export function mountManagerApi(
 
   // The manager's own Thing Description: every Table I function as an action.
   api.get("/td", (c) =>
-    c.body(JSON.stringify(managerThingDescription(publicBase())), 200, {
+    c.body(JSON.stringify(secure(managerThingDescription(publicBase()))), 200, {
       "Content-Type": "application/td+json",
     }),
   );

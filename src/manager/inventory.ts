@@ -2,11 +2,19 @@ import oxigraph from "oxigraph";
 import type { DirectoryStore } from "../directory/store.js";
 import { inventoryGraph } from "../directory/store.js";
 import type { Logger } from "../logger.js";
+import { checkEndpointFiles, parseDockerEndpoint } from "../platforms/docker/endpoint.js";
 import { PLATFORM_INDIVIDUAL, PLATFORMS, type Platform } from "../platforms/driver.js";
+import {
+  BROKER_CREDENTIALS,
+  hasCredentials,
+  hostAllowed,
+  imageAllowed,
+  urlHost,
+} from "../security/outbound.js";
 import type { ThingModelRegistry } from "../wot/model-registry.js";
 import { type JsonObject, toNQuads } from "../wot/rdf.js";
 import { AFFORDANCE_KINDS, isObject, type ThingModel, typesOf } from "../wot/thing-model.js";
-import { ValidationError } from "../wot/validation.js";
+import { ValidationError, type ValidationIssue } from "../wot/validation.js";
 import { invalid, ManagerError, notFound } from "./errors.js";
 import type { ManagerStore, StoredSchema } from "./manager-store.js";
 import {
@@ -54,6 +62,12 @@ export interface InventoryOptions {
   directory: DirectoryStore;
   /** The gateway's public base URL (node and package IRIs are under {base}/api/). */
   publicBase: () => string;
+  /**
+   * What callers may point the gateway at (globs, src/security/outbound.ts; [] = anything): the
+   * images of packages (DTC_ALLOWED_IMAGES), the hosts of Docker engines, published ports and
+   * brokers of nodes and instances (DTC_ALLOWED_OUTBOUND_HOSTS). Default: anything.
+   */
+  outbound?: { allowedImages: string[]; allowedOutboundHosts: string[] };
   logger?: Logger;
 }
 
@@ -77,6 +91,7 @@ export class Inventory {
   readonly #registry: ThingModelRegistry;
   readonly #directory: DirectoryStore;
   readonly #publicBase: () => string;
+  readonly #outbound: { allowedImages: string[]; allowedOutboundHosts: string[] };
   readonly #logger: Logger | undefined;
 
   constructor(options: InventoryOptions) {
@@ -84,6 +99,7 @@ export class Inventory {
     this.#registry = options.registry;
     this.#directory = options.directory;
     this.#publicBase = options.publicBase;
+    this.#outbound = options.outbound ?? { allowedImages: [], allowedOutboundHosts: [] };
     this.#logger = options.logger;
   }
 
@@ -154,6 +170,8 @@ export class Inventory {
   ): Promise<DtcNode> {
     const parsed = nodeInput.safeParse(input);
     if (!parsed.success) throw invalid("DTC Node", parsed.error);
+    // Before the id check: no await between it and the write, or two registrations could both pass it.
+    if (parsed.data.platform === "docker") await this.#checkDockerEndpoint(parsed.data.endpoint);
     if (!options.replace && this.#store.nodes.get(parsed.data.id)) {
       throw new ManagerError(409, `a DTC Node with id "${parsed.data.id}" is already registered`);
     }
@@ -165,6 +183,58 @@ export class Inventory {
     this.#store.nodes.put(node.id, node);
     await this.#publishNode(node);
     return node;
+  }
+
+  /**
+   * Refuses (400) a broker URL an instance is to use (started, cloned or restored) that carries
+   * credentials or whose host DTC_ALLOWED_OUTBOUND_HOSTS does not allow. Records made before
+   * these rules are checked too.
+   */
+  checkBrokerUrl(url: string | undefined): void {
+    if (url === undefined) return;
+    if (hasCredentials(url)) {
+      throw new ManagerError(400, `brokerUrl: ${BROKER_CREDENTIALS}`, [
+        { field: "brokerUrl", description: BROKER_CREDENTIALS },
+      ]);
+    }
+    const description = this.#hostRefused(urlHost(url));
+    if (description !== undefined) {
+      throw new ManagerError(400, `brokerUrl: ${description}`, [{ field: "brokerUrl", description }]);
+    }
+  }
+
+  /** Why DTC_ALLOWED_OUTBOUND_HOSTS refuses `host` (none: a URL without one, which it cannot allow). */
+  #hostRefused(host: string | undefined): string | undefined {
+    const allowlist = this.#outbound.allowedOutboundHosts;
+    if (host === undefined ? allowlist.length === 0 : hostAllowed(host, allowlist)) return undefined;
+    return `host ${host ?? "(none)"} is not in DTC_ALLOWED_OUTBOUND_HOSTS`;
+  }
+
+  /** The files a Docker endpoint names, and the hosts it points the gateway at (400 naming each). */
+  async #checkDockerEndpoint(raw: Record<string, unknown> | undefined): Promise<void> {
+    // Its shape was checked with the node: this gives the defaults.
+    const endpoint = parseDockerEndpoint(raw);
+    const issues: ValidationIssue[] = [];
+    const named: { field: string; host: string | undefined }[] = [];
+    if (endpoint.host !== undefined) named.push({ field: "endpoint.host", host: endpoint.host });
+    if (endpoint.publishHost !== undefined) {
+      named.push({ field: "endpoint.publishHost", host: endpoint.publishHost });
+    }
+    if (endpoint.brokerUrl !== undefined) {
+      named.push({ field: "endpoint.brokerUrl", host: urlHost(endpoint.brokerUrl) });
+    }
+    for (const { field, host } of named) {
+      const description = this.#hostRefused(host);
+      if (description !== undefined) issues.push({ field, description });
+    }
+    issues.push(...(await checkEndpointFiles(endpoint)));
+    if (issues.length > 0) {
+      throw new ManagerError(
+        400,
+        `DTC Node: ${issues.map((i) => `${i.field}: ${i.description}`).join("; ")}`,
+        issues,
+      );
+    }
   }
 
   node(id: string): DtcNode {
@@ -310,6 +380,13 @@ export class Inventory {
     const data = parsed.data;
     if (this.#store.packages.get(data.id)) {
       throw new ManagerError(409, `a DT Package with id "${data.id}" is already registered`);
+    }
+    const image = data.artefact.image;
+    if (image !== undefined && !imageAllowed(image, this.#outbound.allowedImages)) {
+      const description = `image ${image} is not in DTC_ALLOWED_IMAGES`;
+      throw new ManagerError(400, `DT Package: artefact.image: ${description}`, [
+        { field: "artefact.image", description },
+      ]);
     }
     const schema = this.schema(data.schema).summary;
     if (data.platform === "in-process") {

@@ -17,6 +17,19 @@ export interface StoredSchema {
   model: ThingModel;
 }
 
+export interface StoredToken {
+  id: string;
+  name: string;
+  /** reader, operator, admin, or device:{twin id}. */
+  role: string;
+  created: string;
+  expires?: string;
+  /** SHA-256 (hex) of the whole token: what the gateway checks. */
+  sha256: string;
+  /** The same token as mosquitto's password file wants it (PBKDF2-SHA512, `$7$`). */
+  mosquitto: string;
+}
+
 export interface StoredSnapshot {
   id: string;
   instance: string;
@@ -25,9 +38,9 @@ export interface StoredSnapshot {
   state: TwinState;
 }
 
-type Table = "nodes" | "schemas" | "packages" | "instances" | "states" | "snapshots";
+type Table = "nodes" | "schemas" | "packages" | "instances" | "states" | "snapshots" | "tokens";
 
-const TABLES: Table[] = ["nodes", "schemas", "packages", "instances", "states", "snapshots"];
+const TABLES: Table[] = ["nodes", "schemas", "packages", "instances", "states", "snapshots", "tokens"];
 
 /**
  * One JSON document per id, per table. Small tables (the inventory, the instance records) are also
@@ -91,6 +104,8 @@ class Collection<T> {
 }
 
 export class ManagerStore {
+  /** API tokens: their hashes and roles, never the tokens (src/security/tokens.ts). */
+  readonly tokens: Collection<StoredToken>;
   readonly #db: Database.Database;
   readonly nodes: Collection<DtcNode>;
   readonly schemas: Collection<StoredSchema>;
@@ -128,6 +143,21 @@ export class ManagerStore {
     // Twin states and snapshots are large: read from disk when needed.
     this.states = new Collection(db, "states", false);
     this.snapshots = new Collection(db, "snapshots", false);
+    this.tokens = new Collection(db, "tokens", true);
+  }
+
+  /**
+   * A random secret made once per data dir and kept under `key` (e.g. the key the embedded broker's
+   * internal credentials are derived from): the same across restarts, different per gateway.
+   */
+  secret(key: string): string {
+    this.#db
+      .prepare("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)")
+      .run(`secret:${key}`, randomBytes(32).toString("base64url"));
+    return this.#db
+      .prepare<[string], string>("SELECT value FROM meta WHERE key = ?")
+      .pluck()
+      .get(`secret:${key}`) as string;
   }
 
   /** Runs `writes` as one transaction: all of them are durable, or none. */

@@ -58,6 +58,8 @@ export interface ManagerOptions {
   directory: Directory;
   twinStatus: TwinStatusPublisher;
   publicBase: () => string;
+  /** Declares the gateway's security in the twins' TDs (src/security/td-security.ts); default: as is. */
+  secureTd?: (td: JsonObject) => JsonObject;
   /** How often desired and actual state are compared, ms (default 10,000). */
   reconcileIntervalMs?: number;
   /** How often running twins' states are saved, ms (default 30,000). */
@@ -106,6 +108,7 @@ export class DtcManager {
   readonly #directory: Directory;
   readonly #twinStatus: TwinStatusPublisher;
   readonly #publicBase: () => string;
+  readonly #secureTd: (td: JsonObject) => JsonObject;
   readonly #logger: Logger | undefined;
   readonly #options: ManagerOptions;
   readonly #running = new Map<string, Running>();
@@ -125,6 +128,7 @@ export class DtcManager {
     this.#directory = options.directory;
     this.#twinStatus = options.twinStatus;
     this.#publicBase = options.publicBase;
+    this.#secureTd = options.secureTd ?? ((td) => td);
     this.#logger = options.logger;
   }
 
@@ -148,6 +152,11 @@ export class DtcManager {
   /** Where the gateway forwards /twins/{id}/...: the node the twin runs on now. */
   httpTarget(id: string): string | undefined {
     return this.#running.get(id)?.handle.httpTarget();
+  }
+
+  /** The TD of a running twin as its runtime exposes it (the broker's ACLs read its PT topics). */
+  runningDescription(id: string): JsonObject | undefined {
+    return this.#running.get(id)?.handle.description();
   }
 
   // ---- nodes and candidates
@@ -232,6 +241,7 @@ export class DtcManager {
     const parsed = startInput.safeParse(input);
     if (!parsed.success) throw invalid("start request", parsed.error);
     const request = parsed.data;
+    this.#inventory.checkBrokerUrl(request.brokerUrl);
     const pkg = this.#inventory.package(request.package);
     const node = this.#inventory.node(request.node);
     const configuration = resolveConfiguration(pkg, request.configuration);
@@ -406,6 +416,7 @@ export class DtcManager {
     const parsed = placementInput.safeParse(input);
     if (!parsed.success) throw invalid("restore request", parsed.error);
     const snapshot = this.snapshotDetails(snapshotId);
+    this.#inventory.checkBrokerUrl(snapshot.record.brokerUrl);
     const node = this.#inventory.node(parsed.data.node);
     const id = parsed.data.id ?? snapshot.instance;
     return this.#serial(id, async () => {
@@ -490,6 +501,7 @@ export class DtcManager {
     if (!parsed.success) throw invalid("clone request", parsed.error);
     const node = this.#inventory.node(parsed.data.node);
     const source = this.#record(id);
+    this.#inventory.checkBrokerUrl(source.brokerUrl);
     const cloneId = parsed.data.id ?? this.#newId(id);
     const state = await this.#serial(id, () => this.#runningOf(source).handle.exportState());
     return this.#serial(cloneId, async () => {
@@ -763,7 +775,7 @@ export class DtcManager {
 
   /** The TD with its placement links (schema, package, node, platform), as the directory has it. */
   #description(record: InstanceRecord, handle: InstanceHandle): JsonObject {
-    const td = structuredClone(handle.description());
+    const td = this.#secureTd(structuredClone(handle.description()));
     const links = ((td.links as Link[] | undefined) ?? []).filter((l) => !String(l.rel).startsWith(DTC));
     links.push(
       { rel: `${DTC}package`, href: this.#inventory.packageIri(record.package), type: JSON_TYPE },

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { dockerEndpoint } from "../platforms/docker/endpoint.js";
 import { PLATFORMS, type Platform } from "../platforms/driver.js";
 import { TWIN_ID } from "../runtime/twin.js";
+import { BROKER_CREDENTIALS, hasCredentials } from "../security/outbound.js";
 
 /**
  * The manager's inventory and instances as the API takes and gives them: DTC Nodes, DT Schemas,
@@ -167,8 +168,11 @@ export const startInput = z.strictObject({
   id: id.optional(),
   configuration: z.record(z.string(), z.unknown()).default({}),
   fidelity: fidelity.optional(),
-  /** Broker of the physical twin; the gateway's broker when absent. */
-  brokerUrl: z.url({ protocol: /^(mqtts?|wss?|tcp|ssl)$/ }).optional(),
+  /** Broker of the physical twin; the gateway's broker when absent. No credentials: it is in the TD. */
+  brokerUrl: z
+    .url({ protocol: /^(mqtts?|wss?|tcp|ssl)$/ })
+    .refine((url) => !hasCredentials(url), BROKER_CREDENTIALS)
+    .optional(),
 });
 export type StartInput = z.input<typeof startInput>;
 

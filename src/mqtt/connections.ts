@@ -1,4 +1,11 @@
+/**
+ * The MQTT connections of a process: one per broker (and credentials), shared by every twin, plus
+ * the socket tuning and topic matching the other MQTT clients use. Credentials are client options,
+ * never part of the URL: URLs reach TDs and logs.
+ */
+import { createHash } from "node:crypto";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import type { Logger } from "../logger.js";
 
 /** How long closing a connection waits for messages in flight, ms. */
 const END_GRACE_MS = 2000;
@@ -7,6 +14,23 @@ const END_GRACE_MS = 2000;
 export type MessageHandler = (topic: string, payload: Buffer) => void;
 /** Told when the connection to the broker comes up or goes down. */
 export type ConnectionListener = (connected: boolean, at: number) => void;
+
+/** What a client presents in CONNECT: an internal user and its password, or any name and a token. */
+export interface MqttCredentials {
+  username: string;
+  password: string;
+}
+
+/** The subscription was refused by the broker (SUBACK 0x80: its ACL does not allow the filter). */
+export class MqttSubscriptionRefusedError extends Error {
+  constructor(
+    readonly topic: string,
+    url: string,
+  ) {
+    super(`the MQTT broker ${url} refused the subscription to ${JSON.stringify(topic)} (not authorized)`);
+    this.name = "MqttSubscriptionRefusedError";
+  }
+}
 
 /**
  * One MQTT connection to a broker shared by every twin of the process (a thousand twins must not
@@ -23,10 +47,17 @@ export class SharedMqttConnection {
   #users = 0;
   #onRelease: () => void;
 
-  constructor(url: string, options: IClientOptions, onRelease: () => void) {
+  constructor(url: string, options: IClientOptions, onRelease: () => void, logger?: Logger) {
     this.url = url;
     this.#onRelease = onRelease;
-    this.#client = mqtt.connect(url, { reconnectPeriod: 1000, connectTimeout: 10_000, ...options });
+    this.#client = mqtt.connect(url, {
+      reconnectPeriod: 1000,
+      connectTimeout: 10_000,
+      // A refused CONNECT (e.g. a broker restarting with its authentication not ready yet) is retried
+      // like a lost connection: mqtt.js would otherwise give up for good.
+      reconnectOnConnackError: true,
+      ...options,
+    });
     this.#client.on("message", (topic, payload) => {
       const handlers = this.#handlers.get(topic);
       if (handlers) for (const handler of handlers) handler(topic, payload);
@@ -34,13 +65,22 @@ export class SharedMqttConnection {
         if (match.test(topic)) for (const handler of handlers) handler(topic, payload);
       }
     });
+    // Each distinct failure is logged once until the connection is up again (retries are every second).
+    let lastError: string | undefined;
+    const user = options.username;
     this.#client.on("connect", () => {
       noDelay(this.#client);
+      if (lastError !== undefined) logger?.info({ broker: url, user }, "MQTT connection up again");
+      lastError = undefined;
       this.#notify(true);
     });
     this.#client.on("close", () => this.#notify(false));
     // mqtt.js retries by itself; an error event without a listener would crash the process.
-    this.#client.on("error", () => {});
+    this.#client.on("error", (err) => {
+      if (err.message === lastError) return;
+      lastError = err.message;
+      logger?.warn({ broker: url, user, err: err.message }, "MQTT connection failed; retrying");
+    });
   }
 
   #notify(connected: boolean): void {
@@ -57,7 +97,10 @@ export class SharedMqttConnection {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Subscribes `handler` to `topic` (+ and # allowed); resolves once the broker granted it. */
+  /**
+   * Subscribes `handler` to `topic` (+ and # allowed); resolves once the broker granted it, rejects
+   * with MqttSubscriptionRefusedError when its ACL refused it.
+   */
   async subscribe(topic: string, handler: MessageHandler): Promise<() => void> {
     const wildcard = /[+#]/.test(topic);
     let entry = wildcard ? this.#patterns.get(topic)?.handlers : this.#handlers.get(topic);
@@ -68,13 +111,24 @@ export class SharedMqttConnection {
       else this.#handlers.set(topic, entry);
     }
     entry.add(handler);
-    if (first) await this.#client.subscribeAsync(topic, { qos: 0 });
-    return () => {
+    const forget = () => {
       const set = wildcard ? this.#patterns.get(topic)?.handlers : this.#handlers.get(topic);
-      if (!set?.delete(handler) || set.size > 0) return;
+      if (!set?.delete(handler) || set.size > 0) return false;
       if (wildcard) this.#patterns.delete(topic);
       else this.#handlers.delete(topic);
-      if (!this.#client.disconnecting) this.#client.unsubscribe(topic);
+      return true;
+    };
+    if (first) {
+      try {
+        await this.#client.subscribeAsync(topic, { qos: 0 });
+      } catch (err) {
+        forget();
+        if (refusedBySuback(err)) throw new MqttSubscriptionRefusedError(topic, this.url);
+        throw err;
+      }
+    }
+    return () => {
+      if (forget() && !this.#client.disconnecting) this.#client.unsubscribe(topic);
     };
   }
 
@@ -115,6 +169,12 @@ export class SharedMqttConnection {
   }
 }
 
+/** Whether mqtt.js failed a subscribe because the SUBACK said 0x80 or more (its ErrorWithSubackPacket). */
+function refusedBySuback(err: unknown): boolean {
+  const granted = (err as { packet?: { granted?: unknown } }).packet?.granted;
+  return Array.isArray(granted) && granted.some((code) => typeof code === "number" && code >= 0x80);
+}
+
 /**
  * Turns Nagle off on a client's socket (mqtt.js does not): subscribe/suback and publish/puback are
  * small request/answer exchanges that Nagle plus delayed ACKs would hold back ~40 ms each.
@@ -135,21 +195,38 @@ export function topicMatcher(filter: string): RegExp {
   return new RegExp(`^${levels.join("/")}$`);
 }
 
-/** The shared connections of a process, one per broker URL. */
+/**
+ * The key of a connection: the URL and who connects. The password enters only as a short hash, so
+ * that a key printed while debugging shows no secret.
+ */
+function poolKey(url: string, credentials: MqttCredentials | undefined): string {
+  if (credentials === undefined) return url;
+  const secret = createHash("sha256").update(credentials.password).digest("base64url").slice(0, 16);
+  return `${url} ${credentials.username} ${secret}`;
+}
+
+/** The shared connections of a process, one per broker URL and credentials. */
 export class MqttConnections {
   readonly #connections = new Map<string, SharedMqttConnection>();
   readonly #options: IClientOptions;
+  readonly #logger: Logger | undefined;
 
-  constructor(options: IClientOptions = {}) {
+  /** `logger`: told about failed connections and refused credentials (once per distinct failure). */
+  constructor(options: IClientOptions = {}, logger?: Logger) {
     this.#options = options;
+    this.#logger = logger;
   }
 
-  /** The connection to `url` (opened on first use); call release() on it when done. */
-  acquire(url: string): SharedMqttConnection {
-    let connection = this.#connections.get(url);
+  /** The connection to `url` as `credentials` (opened on first use); call release() on it when done. */
+  acquire(url: string, credentials?: MqttCredentials): SharedMqttConnection {
+    const key = poolKey(url, credentials);
+    let connection = this.#connections.get(key);
     if (!connection) {
-      connection = new SharedMqttConnection(url, this.#options, () => this.#connections.delete(url));
-      this.#connections.set(url, connection);
+      const options = credentials
+        ? { ...this.#options, username: credentials.username, password: credentials.password }
+        : this.#options;
+      connection = new SharedMqttConnection(url, options, () => this.#connections.delete(key), this.#logger);
+      this.#connections.set(key, connection);
     }
     return connection.acquire();
   }

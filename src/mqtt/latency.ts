@@ -1,12 +1,11 @@
-import { randomUUID } from "node:crypto";
-import { performance } from "node:perf_hooks";
-import mqtt, { type MqttClient } from "mqtt";
-import { noDelay } from "./connections.js";
-
 /**
  * How far a broker is, as the twins see it: the one-way latency of a publish to it and back, for
  * placing twins near their PTs' broker and for reading a twin's timeliness against the network.
  */
+import { randomUUID } from "node:crypto";
+import { performance } from "node:perf_hooks";
+import mqtt, { type MqttClient } from "mqtt";
+import { type MqttCredentials, noDelay } from "./connections.js";
 
 /** How long the broker has to accept the connection, and to echo each sample, ms. */
 const TIMEOUT_MS = 5_000;
@@ -14,14 +13,19 @@ const TIMEOUT_MS = 5_000;
 /**
  * The median one-way latency to `brokerUrl`, ms (rounded to 0.01): half the round trip of a QoS 0
  * publish to a private random topic (dtc/latency/{uuid}) this client subscribes to, over `samples`
- * sequential samples. Connects, measures and disconnects; rejects when the broker is not reachable
- * within 5 s or does not echo a sample within 5 s.
+ * sequential samples. Connects (as `options.credentials` on a broker that wants them; the topic
+ * needs publish and subscribe rights), measures and disconnects; rejects when the broker is not
+ * reachable or refuses the credentials within 5 s, or does not echo a sample within 5 s.
  */
-export async function measureBrokerLatency(brokerUrl: string, samples = 5): Promise<number> {
+export async function measureBrokerLatency(
+  brokerUrl: string,
+  samples = 5,
+  options: { credentials?: MqttCredentials } = {},
+): Promise<number> {
   if (!Number.isInteger(samples) || samples < 1) {
     throw new RangeError(`samples must be a positive integer (got ${samples})`);
   }
-  const client = await connect(brokerUrl);
+  const client = await connect(brokerUrl, options.credentials);
   try {
     const topic = `dtc/latency/${randomUUID()}`;
     await client.subscribeAsync(topic, { qos: 0 });
@@ -52,10 +56,14 @@ export async function measureBrokerLatency(brokerUrl: string, samples = 5): Prom
 }
 
 /** A connected client, or a clear error once the broker refused or `TIMEOUT_MS` passed. */
-function connect(brokerUrl: string): Promise<MqttClient> {
+function connect(brokerUrl: string, credentials: MqttCredentials | undefined): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
     // No retries: a measurement reports the broker as it is now.
-    const client = mqtt.connect(brokerUrl, { reconnectPeriod: 0, connectTimeout: TIMEOUT_MS });
+    const client = mqtt.connect(brokerUrl, {
+      reconnectPeriod: 0,
+      connectTimeout: TIMEOUT_MS,
+      ...(credentials ? { username: credentials.username, password: credentials.password } : {}),
+    });
     const fail = (reason: string) => {
       clearTimeout(timer);
       client.removeAllListeners();

@@ -5,6 +5,9 @@ import type { LifecycleChange } from "../domain/lifecycle.js";
 import { toExposedThingInit } from "../wot/instantiate.js";
 import type { JsonObject } from "../wot/rdf.js";
 import { StablePathHttpServer, StablePathMqttBrokerServer } from "../wot/servers.js";
+import { isObject } from "../wot/thing-model.js";
+import { AugmentationError } from "./augmentation.js";
+import { clientError } from "./client-error.js";
 import type { Twin } from "./twin.js";
 import { TWIN_AFFORDANCES } from "./twin-description.js";
 
@@ -18,7 +21,7 @@ export interface DigitalInterfaceOptions {
   /** port 0 picks a free one; baseUri: where forms point (default http://{address}:{port}). */
   http: { port: number; address?: string; baseUri?: string };
   /** The broker the twins' MQTT forms point at; none: HTTP only. */
-  mqtt?: { url: string };
+  mqtt?: { url: string; username?: string; password?: string };
   onError?: (err: Error, context: string) => void;
 }
 
@@ -88,7 +91,14 @@ export class DigitalInterface {
     if (options.http.baseUri !== undefined) httpConfig.baseUri = options.http.baseUri.replace(/\/+$/, "");
     const http = new StablePathHttpServer(httpConfig, pathOf);
     servient.addServer(http);
-    const mqtt = options.mqtt ? new StablePathMqttBrokerServer({ uri: options.mqtt.url }, pathOf) : undefined;
+    const m = options.mqtt;
+    // node-wot's broker client connects as the gateway (credentials are client options, not URL parts).
+    const mqtt = m
+      ? new StablePathMqttBrokerServer(
+          { uri: m.url, ...(m.username !== undefined ? { username: m.username, password: m.password } : {}) },
+          pathOf,
+        )
+      : undefined;
     if (mqtt) servient.addServer(mqtt);
     const wot = (await servient.start()) as unknown as typeof WoT;
     return new DigitalInterface(servient, wot, http, mqtt, paths, options.onError);
@@ -161,14 +171,36 @@ export class DigitalInterface {
         return undefined;
       });
     }
+    // A refused function or a malformed request is the client's fault: marked, so that the
+    // gateway answers 422 rather than node-wot's 500.
+    const clientFault = (err: unknown) => (err instanceof AugmentationError ? clientError(err.message) : err);
+    // node-wot checks the input against the action's schema when it is read.
+    const inputOf = (params: WoT.InteractionOutput) =>
+      params.value().catch((err: unknown) => {
+        throw clientError(`invalid input: ${err instanceof Error ? err.message : String(err)}`);
+      });
     thing.setActionHandler("installAugmentation", async (params) => {
-      const { name, source } = (await params.value()) as { name: string; source: string };
-      const { replaced } = twin.installAugmentation(name, source);
-      return { name, replaced };
+      const input = await inputOf(params);
+      if (!isObject(input) || typeof input.name !== "string" || typeof input.source !== "string") {
+        throw clientError('installAugmentation takes {"name": string, "source": string}');
+      }
+      try {
+        const { replaced } = twin.installAugmentation(input.name, input.source);
+        return { name: input.name, replaced };
+      } catch (err) {
+        throw clientFault(err);
+      }
     });
     thing.setActionHandler("removeAugmentation", async (params) => {
-      const { name } = (await params.value()) as { name: string };
-      return { removed: twin.removeAugmentation(name) };
+      const input = await inputOf(params);
+      if (!isObject(input) || typeof input.name !== "string") {
+        throw clientError('removeAugmentation takes {"name": string}');
+      }
+      try {
+        return { removed: twin.removeAugmentation(input.name) };
+      } catch (err) {
+        throw clientFault(err);
+      }
     });
   }
 

@@ -7,7 +7,10 @@ import type { Twin } from "./twin.js";
  * the connection's ups and downs, and sends its commands.
  */
 export interface PhysicalAttachment {
-  /** Resolves once the broker granted the subscriptions (never, while it is unreachable). */
+  /**
+   * Resolves once the broker granted the subscriptions (never, while it is unreachable); rejects
+   * with MqttSubscriptionRefusedError when its ACL refused one (the twin stays unsubscribed).
+   */
   subscribed: Promise<void>;
   detach(): void;
 }
@@ -32,9 +35,13 @@ export function attachToPhysicalTwin(twin: Twin, connection: SharedMqttConnectio
       );
     }
   }
-  const subscribed = Promise.all(subscriptions).then((unsubscribes) => {
-    if (detached) {
+  const subscribed = Promise.allSettled(subscriptions).then((results) => {
+    const unsubscribes = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    // A refused subscription (the broker's ACL) leaves the twin unsubscribed, with nothing half-made.
+    if (detached || failed) {
       for (const unsubscribe of unsubscribes) unsubscribe();
+      if (failed) throw failed.reason;
       return;
     }
     undo.push(...unsubscribes);

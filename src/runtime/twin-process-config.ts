@@ -27,6 +27,8 @@ export interface TwinProcessSettings {
   /** The variable the twin configuration came from (named in errors about its content). */
   configSource: "DTC_TWIN" | "DTC_TWIN_FILE";
   mqttUrl: string;
+  /** Who the twin connects to DTC_MQTT_URL as; undefined = no credentials (an open broker). */
+  mqttCredentials: { username: string; password: string } | undefined;
   /** node-wot HTTP port (0 picks a free one). */
   httpPort: number;
   /** Management HTTP port (0 picks a free one). */
@@ -55,6 +57,14 @@ export const TWIN_ENVIRONMENT = {
     default: "",
     doc: "Required. MQTT broker of the PTs (by default) and of the twin's MQTT forms (mqtt://, mqtts://, ws://, wss://, tcp://, ssl://).",
   },
+  DTC_MQTT_USERNAME: {
+    default: "",
+    doc: "User the twin connects to DTC_MQTT_URL as (the gateway sets dtc-twin:{id} for its embedded broker); unset = no credentials.",
+  },
+  DTC_MQTT_PASSWORD: {
+    default: "",
+    doc: "Password of DTC_MQTT_USERNAME; required with it. Never logged nor shown in errors.",
+  },
   DTC_TWIN_PORT: { default: "8080", doc: "node-wot HTTP port of the twin (0 = any free port)." },
   DTC_TWIN_MANAGEMENT_PORT: { default: "8081", doc: "Management HTTP port (0 = any free port)." },
   DTC_TWIN_HOST: { default: "0.0.0.0", doc: "Address both HTTP servers listen on." },
@@ -79,7 +89,7 @@ export const TWIN_ENVIRONMENT = {
 export type TwinEnvName = keyof typeof TWIN_ENVIRONMENT;
 
 /** Never trimmed nor shown in error messages. */
-const SECRETS: ReadonlySet<string> = new Set<TwinEnvName>(["DTC_TWIN_TOKEN"]);
+const SECRETS: ReadonlySet<string> = new Set<TwinEnvName>(["DTC_TWIN_TOKEN", "DTC_MQTT_PASSWORD"]);
 /** Whole documents: shown in errors by their first characters only. */
 const DOCUMENTS: ReadonlySet<string> = new Set<TwinEnvName>(["DTC_TWIN"]);
 
@@ -92,6 +102,8 @@ const environment = z.object({
     .string()
     .min(1, "is required: the MQTT broker of the twin")
     .pipe(urlWithScheme(MQTT_SCHEMES)),
+  DTC_MQTT_USERNAME: z.string(),
+  DTC_MQTT_PASSWORD: z.string(),
   DTC_TWIN_PORT: port(),
   DTC_TWIN_MANAGEMENT_PORT: port(),
   DTC_TWIN_HOST: z.string().min(1, "must not be empty"),
@@ -199,6 +211,23 @@ export function loadTwinProcessSettings(env: NodeJS.ProcessEnv = process.env): T
           : "exactly one of DTC_TWIN and DTC_TWIN_FILE must be set (both are)",
     });
   }
+  if ((raw.DTC_MQTT_USERNAME === "") !== (raw.DTC_MQTT_PASSWORD === "")) {
+    issues.push({
+      variable: raw.DTC_MQTT_USERNAME === "" ? "DTC_MQTT_USERNAME" : "DTC_MQTT_PASSWORD",
+      message: "DTC_MQTT_USERNAME and DTC_MQTT_PASSWORD go together (one of them is unset)",
+    });
+  }
+  // Credentials in the URL would reach the twin's TD and the logs.
+  if (URL.canParse(raw.DTC_MQTT_URL)) {
+    const url = new URL(raw.DTC_MQTT_URL);
+    if (url.username !== "" || url.password !== "") {
+      issues.push({
+        variable: "DTC_MQTT_URL",
+        message:
+          "must not carry credentials (they would reach the TD and the logs): use DTC_MQTT_USERNAME and DTC_MQTT_PASSWORD",
+      });
+    }
+  }
   if (issues.length > 0) throw new ConfigError(issues);
   const v = parsed.data as z.output<typeof environment>;
 
@@ -217,6 +246,10 @@ export function loadTwinProcessSettings(env: NodeJS.ProcessEnv = process.env): T
     config: parseTwinProcessConfig(text, configSource),
     configSource,
     mqttUrl: v.DTC_MQTT_URL,
+    mqttCredentials:
+      v.DTC_MQTT_USERNAME === ""
+        ? undefined
+        : { username: v.DTC_MQTT_USERNAME, password: v.DTC_MQTT_PASSWORD },
     httpPort: v.DTC_TWIN_PORT,
     managementPort: v.DTC_TWIN_MANAGEMENT_PORT,
     host: v.DTC_TWIN_HOST,

@@ -23,7 +23,7 @@ import {
 } from "./management-api.js";
 import { Twin, type TwinState, TwinStateError } from "./twin.js";
 import type { TwinProcessSettings } from "./twin-process-config.js";
-import { TwinConflictError, TwinRuntime } from "./twin-runtime.js";
+import { managementTopicOf, TwinConflictError, TwinRuntime } from "./twin-runtime.js";
 
 /**
  * A standalone twin process (src/twin-main.ts), as a container platform runs it: one TwinRuntime
@@ -146,6 +146,8 @@ export class TwinProcess implements ManagedTwinProcess {
     const runtime = await TwinRuntime.start({
       registry,
       brokerUrl: settings.mqttUrl,
+      brokerCredentials: settings.mqttCredentials,
+      managementTopic: managementTopicOf(config.twin.id),
       http: { port: settings.httpPort, address: settings.host, baseUri: settings.baseUri },
       pushIntervalMs: settings.entanglementIntervalMs,
       logger,
@@ -295,7 +297,15 @@ export class TwinProcess implements ManagedTwinProcess {
         );
       }
       // A dry run, without side effects: the constructor checks the fidelity and compiles the functions.
-      new Twin(structuredClone(state.td), structuredClone(state.config), structuredClone(state));
+      const dry = new Twin(structuredClone(state.td), structuredClone(state.config), structuredClone(state));
+      const dropped = dry.droppedAugmentations;
+      dry.dispose();
+      // A twin started from it would drop these: refuse the state rather than lose them quietly.
+      if (dropped.length > 0) {
+        throw new TwinStateError(
+          `the state's functions are refused: ${dropped.map((d) => `${d.name}: ${d.reason}`).join("; ")}`,
+        );
+      }
       let previous: TwinState | undefined;
       if (this.twin) {
         previous = this.runtime.exportState(this.id);

@@ -1,5 +1,10 @@
 import type { Logger } from "../logger.js";
-import { MqttConnections, type SharedMqttConnection } from "../mqtt/connections.js";
+import {
+  MqttConnections,
+  type MqttCredentials,
+  MqttSubscriptionRefusedError,
+  type SharedMqttConnection,
+} from "../mqtt/connections.js";
 import { instantiate } from "../wot/instantiate.js";
 import type { ThingModelRegistry } from "../wot/model-registry.js";
 import type { JsonObject } from "../wot/rdf.js";
@@ -20,9 +25,20 @@ export interface TwinRuntimeOptions {
   registry: ThingModelRegistry;
   /** Default broker of the PTs, and the broker the twins' MQTT forms point at. */
   brokerUrl: string;
+  /**
+   * Who the runtime's clients connect to `brokerUrl` as (client options, never in the URL). Only to
+   * that broker: a twin whose PT is on a broker of its own (`brokerUrl` in its configuration)
+   * connects there without them, so that the gateway's credentials never reach a third party.
+   */
+  brokerCredentials?: MqttCredentials;
   http: { port: number; address?: string; baseUri?: string };
   /** Expose the twins over MQTT too (default true). */
   mqttDigital?: boolean;
+  /**
+   * The functions topic filter this runtime subscribes (default every twin's, MANAGEMENT_TOPIC); a
+   * twin process subscribes its own twin's only, all its broker user may read.
+   */
+  managementTopic?: string;
   /** How often entanglement is evaluated and pushed to consumers, ms (default 1000). */
   pushIntervalMs?: number;
   logger?: Logger;
@@ -30,7 +46,7 @@ export interface TwinRuntimeOptions {
 
 /** Management messages: {"name", "source"} installs or replaces, {"name", "remove": true} removes. */
 export const MANAGEMENT_TOPIC = "dtc/twins/+/augmentations";
-const managementTopicOf = (id: string) => `dtc/twins/${id}/augmentations`;
+export const managementTopicOf = (id: string) => `dtc/twins/${id}/augmentations`;
 
 export class TwinNotFoundError extends Error {
   constructor(id: string) {
@@ -59,7 +75,7 @@ interface Running {
 export class TwinRuntime {
   readonly options: TwinRuntimeOptions;
   readonly digital: DigitalInterface;
-  readonly #connections = new MqttConnections();
+  readonly #connections: MqttConnections;
   readonly #management: SharedMqttConnection;
   readonly #twins = new Map<string, Running>();
   readonly #timer: NodeJS.Timeout;
@@ -71,7 +87,8 @@ export class TwinRuntime {
   private constructor(options: TwinRuntimeOptions, digital: DigitalInterface) {
     this.options = options;
     this.digital = digital;
-    this.#management = this.#connections.acquire(options.brokerUrl);
+    this.#connections = new MqttConnections({}, options.logger);
+    this.#management = this.#acquire(options.brokerUrl);
     // Each twin is evaluated once per interval, but in slices spread over it: evaluating (and pushing)
     // thousands at once would hold the event loop for tens of ms, and telemetry waiting behind it
     // would count as late.
@@ -79,6 +96,12 @@ export class TwinRuntime {
       () => this.#evaluateSlice(Date.now()),
       (options.pushIntervalMs ?? 1000) / SLICES,
     );
+  }
+
+  /** The shared connection to `url`, with the runtime's credentials when it is the runtime's broker. */
+  #acquire(url: string): SharedMqttConnection {
+    const own = url === this.options.brokerUrl;
+    return this.#connections.acquire(url, own ? this.options.brokerCredentials : undefined);
   }
 
   // The twins, and the evaluation order derived from them (rebuilt on the next slice).
@@ -112,13 +135,19 @@ export class TwinRuntime {
 
   static async start(options: TwinRuntimeOptions): Promise<TwinRuntime> {
     const logger = options.logger;
+    // The credentials travel beside the URL (DigitalInterface hands them to StablePathMqttBrokerServer).
+    const mqtt: { url: string } & Partial<MqttCredentials> = {
+      url: options.brokerUrl,
+      ...options.brokerCredentials,
+    };
     const digital = await DigitalInterface.start({
       http: options.http,
-      mqtt: options.mqttDigital === false ? undefined : { url: options.brokerUrl },
+      mqtt: options.mqttDigital === false ? undefined : mqtt,
       onError: (err, context) => logger?.warn({ err: err.message }, `digital interface: ${context}`),
     });
     const runtime = new TwinRuntime(options, digital);
-    runtime.#unsubscribeManagement = await runtime.#management.subscribe(MANAGEMENT_TOPIC, (topic, payload) =>
+    const filter = options.managementTopic ?? MANAGEMENT_TOPIC;
+    runtime.#unsubscribeManagement = await runtime.#management.subscribe(filter, (topic, payload) =>
       runtime.#manage(topic, payload),
     );
     return runtime;
@@ -163,7 +192,7 @@ export class TwinRuntime {
   }
 
   async #start(twin: Twin, description: JsonObject): Promise<Twin> {
-    const connection = this.#connections.acquire(twin.config.brokerUrl ?? this.options.brokerUrl);
+    const connection = this.#acquire(twin.config.brokerUrl ?? this.options.brokerUrl);
     const running: Running = { twin, connection, attachment: undefined, td: description };
     this.#track(running);
     try {
@@ -174,15 +203,35 @@ export class TwinRuntime {
       throw err;
     }
     if (twin.attached) await this.#attach(running);
+    // Said once, when a function is stopped for good (it overran its limit too often).
+    twin.listen({
+      augmentationDisabled: ({ name, reason }) =>
+        this.options.logger?.warn({ twin: twin.id, function: name, reason }, "twin function disabled"),
+    });
+    for (const { name, reason } of twin.droppedAugmentations) {
+      this.options.logger?.warn(
+        { twin: twin.id, function: name, reason },
+        "twin function in the state refused",
+      );
+    }
     this.options.logger?.info({ twin: twin.id, schema: twin.config.schema }, "twin started");
     return twin;
   }
 
   async #attach(running: Running): Promise<void> {
     running.attachment = attachToPhysicalTwin(running.twin, running.connection);
+    // A broker whose ACL refuses the PT's topics (credentials without the rights) leaves the twin
+    // Unbound, said in the log, rather than failing a start half done.
+    const subscribed = running.attachment.subscribed.catch((err: unknown) => {
+      if (!(err instanceof MqttSubscriptionRefusedError)) throw err;
+      this.options.logger?.error(
+        { twin: running.twin.id, broker: running.connection.url, err: err.message },
+        "the broker refused the twin's PT topics: it stays Unbound",
+      );
+    });
     // While the broker is unreachable the twin stays Unbound; it binds once the broker is back.
-    if (running.connection.connected) await running.attachment.subscribed;
-    else running.attachment.subscribed.catch(() => {});
+    if (running.connection.connected) await subscribed;
+    else subscribed.catch(() => {});
   }
 
   #get(id: string): Running {
@@ -252,36 +301,48 @@ export class TwinRuntime {
       this.#untrack(id);
       await this.digital.destroy(id);
       await running.connection.release();
+      // Its isolate (functions) is freed now rather than by the garbage collector.
+      running.twin.dispose();
     }
     this.#unsubscribeManagement?.();
     await this.#management.release();
     await this.digital.close();
   }
 
-  /** The MQTT management topic: install or remove a function, answered on {topic}/result. */
+  /**
+   * The MQTT management topic: install or remove a function, answered on {topic}/result. Runs in
+   * mqtt.js's message handler, where an error would take the process down: whatever goes wrong
+   * (malformed request, refused function, a bug) is caught and answered with {ok: false, error}.
+   */
   #manage(topic: string, payload: Buffer): void {
-    const id = topic.split("/")[2] as string;
-    const reply = (body: Record<string, unknown>) =>
-      this.#management
-        .publish(`${managementTopicOf(id)}/result`, JSON.stringify(body), { qos: 1 })
-        .catch(() => {});
-    // Every runtime on the broker hears every request (one per in-process node): only the one
-    // hosting the twin answers.
-    const twin = this.#twins.get(id)?.twin;
-    if (!twin) return;
-    let request: unknown;
+    const id = topic.split("/")[2] ?? "";
+    const reply = (body: Record<string, unknown>) => {
+      try {
+        this.#management
+          .publish(`${managementTopicOf(id)}/result`, JSON.stringify(body), { qos: 1 })
+          .catch(() => {});
+      } catch {
+        // No answer possible (the connection is closing); the request changed nothing it reports.
+      }
+    };
+    let name: string | undefined;
     try {
-      request = JSON.parse(String(payload));
-    } catch {
-      reply({ ok: false, error: "payload is not JSON" });
-      return;
-    }
-    if (!isObject(request) || typeof request.name !== "string") {
-      reply({ ok: false, error: 'expected {"name", "source"} or {"name", "remove": true}' });
-      return;
-    }
-    const name = request.name;
-    try {
+      // Every runtime on the broker hears every request (one per in-process node): only the one
+      // hosting the twin answers.
+      const twin = this.#twins.get(id)?.twin;
+      if (!twin) return;
+      let request: unknown;
+      try {
+        request = JSON.parse(String(payload));
+      } catch {
+        reply({ ok: false, error: "payload is not JSON" });
+        return;
+      }
+      if (!isObject(request) || typeof request.name !== "string") {
+        reply({ ok: false, error: 'expected {"name", "source"} or {"name", "remove": true}' });
+        return;
+      }
+      name = request.name;
       if (request.remove === true) {
         reply({ ok: true, name, removed: twin.removeAugmentation(name) });
       } else if (typeof request.source === "string") {
@@ -290,8 +351,11 @@ export class TwinRuntime {
         reply({ ok: false, name, error: '"source" must be a string of JavaScript' });
       }
     } catch (err) {
-      if (!(err instanceof AugmentationError)) throw err;
-      reply({ ok: false, name, error: err.message });
+      const error = err instanceof Error ? err.message : String(err);
+      if (!(err instanceof AugmentationError)) {
+        this.options.logger?.error({ twin: id, err: error }, "augmentation management request failed");
+      }
+      reply({ ok: false, ...(name !== undefined ? { name } : {}), error });
     }
   }
 }

@@ -8,7 +8,12 @@ import {
 import { isAttached, Lifecycle, type LifecycleChange, type LifecycleState } from "../domain/lifecycle.js";
 import type { JsonObject } from "../wot/rdf.js";
 import { isObject } from "../wot/thing-model.js";
-import { type AugmentationError, Augmentations } from "./augmentation.js";
+import {
+  AugmentationError,
+  type AugmentationInput,
+  Augmentations,
+  type DisabledAugmentation,
+} from "./augmentation.js";
 import {
   normalisePhysicalMessage,
   type PhysicalEvent,
@@ -68,6 +73,8 @@ export type TwinEventType =
   | "augmentationInstalled"
   | "augmentationRemoved"
   | "augmentationFailed"
+  | "augmentationDisabled"
+  | "augmentationDropped"
   | "commandSent"
   | "messageRejected";
 
@@ -85,6 +92,8 @@ export interface TwinListener {
   entanglementEvaluated?(figures: EntanglementFigures): void;
   /** The twin crossed its ODTE threshold. */
   entanglementChanged?(figures: EntanglementFigures): void;
+  /** A function (or the custom shadowing function) overran its limits too often and stopped. */
+  augmentationDisabled?(disabled: DisabledAugmentation): void;
 }
 
 /** Where commands to the PT go. */
@@ -110,7 +119,8 @@ export interface TwinState {
   lifecycle: { state: LifecycleState; history: LifecycleChange[] };
   properties: Record<string, unknown>;
   lastUpdate: StateRecord | undefined;
-  augmentations: { name: string; source: string }[];
+  /** `disabled`: why the function was disabled; it comes back disabled. */
+  augmentations: { name: string; source: string; disabled?: string }[];
   history: { states: StateRecord[]; events: TwinEventRecord[] };
   entanglement: { figures: EntanglementFigures; observations: EntanglementObservations };
   counters: TwinCounters;
@@ -191,6 +201,9 @@ export class Twin {
   readonly #events: BoundedLog<TwinEventRecord>;
   readonly #listeners = new Set<TwinListener>();
   readonly #shadowing: Augmentations | undefined;
+  /** Why a restored twin's custom shadowing function was refused (its messages are then rejected). */
+  #shadowingRefused: string | undefined;
+  readonly #dropped: { name: string; reason: string }[] = [];
   #figures: EntanglementFigures;
   #subscribed = false;
   #brokerConnected = false;
@@ -214,10 +227,7 @@ export class Twin {
     this.#states = new BoundedLog(limit);
     this.#events = new BoundedLog(limit);
     const heartbeat = { heartbeat: this.iface?.statusTopic === undefined };
-    if (config.shadowing !== undefined) {
-      this.#shadowing = new Augmentations();
-      this.#shadowing.install("shadowing", config.shadowing);
-    }
+    if (config.shadowing !== undefined) this.#shadowing = new Augmentations();
     if (restored) {
       // Attached twins come back Unbound: they must bind again where they now run.
       const state = isAttached(restored.lifecycle.state) ? "Unbound" : restored.lifecycle.state;
@@ -226,17 +236,69 @@ export class Twin {
       this.#lastUpdate = restored.lastUpdate;
       for (const s of restored.history.states) this.#states.push(s);
       for (const e of restored.history.events) this.#events.push(e);
-      for (const { name, source } of restored.augmentations) this.augmentations.install(name, source);
       Object.assign(this.counters, restored.counters);
       this.#window = EntanglementWindow.restore(this.fidelity, restored.entanglement.observations, heartbeat);
       // The time it was not running here, the PT was not reachable from it.
       if (this.#window.started) this.#window.setReachable(restored.exportedAt, false);
       this.#figures = restored.entanglement.figures;
+      this.#restoreFunctions(restored);
     } else {
       this.#lifecycle = new Lifecycle("Unbound", limit);
       this.#window = new EntanglementWindow(this.fidelity, heartbeat);
       this.#figures = this.#window.evaluate(Date.now());
+      // A fresh twin refuses a bad shadowing function: its configuration is at fault.
+      try {
+        this.#shadowing?.install("shadowing", config.shadowing as string);
+      } catch (err) {
+        this.#shadowing?.dispose();
+        throw err;
+      }
     }
+  }
+
+  /**
+   * A restored state's functions go through the checks of an install (a saved source is trusted no
+   * more than a client's); one that fails them is dropped and recorded, so that a bad function
+   * never keeps its twin from starting again. A refused shadowing function leaves the twin
+   * rejecting its messages rather than committing them unmapped.
+   */
+  #restoreFunctions(restored: TwinState): void {
+    const at = Date.now();
+    const drop = (name: unknown, err: unknown) => {
+      const reason = err instanceof Error ? err.message : String(err);
+      this.#dropped.push({ name: String(name), reason });
+      this.#record("augmentationDropped", at, { name: String(name), error: reason });
+    };
+    if (this.#shadowing) {
+      try {
+        this.#shadowing.install("shadowing", this.config.shadowing as string);
+      } catch (err) {
+        this.#shadowingRefused = err instanceof AugmentationError ? err.reason : String(err);
+        drop("shadowing", err);
+      }
+    }
+    const functions: unknown[] = Array.isArray(restored.augmentations) ? restored.augmentations : [];
+    for (const fn of functions) {
+      const { name, source, disabled } = (fn ?? {}) as {
+        name?: unknown;
+        source?: unknown;
+        disabled?: unknown;
+      };
+      try {
+        if (typeof disabled === "string") {
+          this.augmentations.installDisabled(name as string, source as string, disabled);
+        } else {
+          this.augmentations.install(name as string, source as string, this.#probe());
+        }
+      } catch (err) {
+        drop(name, err);
+      }
+    }
+  }
+
+  /** The functions of the restored state that failed their checks and were left out. */
+  get droppedAugmentations(): readonly { name: string; reason: string }[] {
+    return this.#dropped;
   }
 
   get id(): string {
@@ -368,6 +430,7 @@ export class Twin {
       event: { ptTimestamp: event.ptTimestamp, receivedAt, sequence: event.sequence },
     });
     for (const error of augmented.errors) this.#augmentationFailed(error, receivedAt);
+    for (const disabled of augmented.disabled) this.#augmentationDisabled(disabled, receivedAt);
     const last = this.#lastUpdate;
     if (event.sequence !== undefined && last?.sequence !== undefined && event.sequence > last.sequence + 1) {
       this.counters.lost += event.sequence - last.sequence - 1;
@@ -406,15 +469,21 @@ export class Twin {
   }
 
   #shadow(event: PhysicalEvent): Record<string, unknown> {
-    if (!this.#shadowing) return shadow(event, this.iface as PhysicalInterface);
+    const shadowing = this.#shadowing;
+    if (!shadowing) return shadow(event, this.iface as PhysicalInterface);
+    const refused = this.#shadowingRefused ?? shadowing.disabledReason("shadowing");
+    if (refused !== undefined) {
+      throw new PhysicalMessageError(event.topic, `the custom shadowing function does not run: ${refused}`);
+    }
     if (Array.isArray(event.message)) {
       throw new PhysicalMessageError(event.topic, "a custom shadowing function takes JSON objects only");
     }
-    const { values, errors } = this.#shadowing.run({
+    const { values, errors, disabled } = shadowing.run({
       values: event.message as Record<string, unknown>,
       state: this.#properties,
       event: { ptTimestamp: event.ptTimestamp, receivedAt: event.receivedAt, sequence: event.sequence },
     });
+    for (const d of disabled) this.#augmentationDisabled(d, event.receivedAt);
     if (errors[0]) throw errors[0];
     return values;
   }
@@ -422,6 +491,11 @@ export class Twin {
   #augmentationFailed(error: AugmentationError, at: number): void {
     this.counters.augmentationErrors++;
     this.#record("augmentationFailed", at, { name: error.functionName, error: error.message });
+  }
+
+  #augmentationDisabled(disabled: DisabledAugmentation, at: number): void {
+    this.#record("augmentationDisabled", at, { name: disabled.name, reason: disabled.reason });
+    for (const l of this.#listeners) l.augmentationDisabled?.(disabled);
   }
 
   /**
@@ -499,9 +573,9 @@ export class Twin {
     this.#record("commandSent", Date.now(), { action, topic, payload });
   }
 
-  installAugmentation(name: string, source: string): { replaced: boolean } {
-    // Probe it on the current state, so that a function that cannot run is refused up front.
-    const probe = {
+  /** What a new function is tried on first, so that one that cannot run is refused up front. */
+  #probe(): AugmentationInput {
+    return {
       values: { ...this.#properties },
       state: this.#properties,
       event: {
@@ -510,7 +584,10 @@ export class Twin {
         sequence: this.#lastUpdate?.sequence,
       },
     };
-    const result = this.augmentations.install(name, source, probe);
+  }
+
+  installAugmentation(name: string, source: string): { replaced: boolean } {
+    const result = this.augmentations.install(name, source, this.#probe());
     this.#record("augmentationInstalled", Date.now(), { name, replaced: result.replaced });
     return result;
   }
@@ -542,10 +619,22 @@ export class Twin {
     this.#transition("resume", at);
   }
 
+  /** Gone for good: Stopped, and the isolates of its functions are freed. */
   dismiss(at: number): void {
     this.#bound = false;
     this.#commandSink = undefined;
     this.#transition("dismiss", at);
+    this.dispose();
+  }
+
+  /**
+   * Frees the sandboxes (isolated-vm isolates) of the twin's functions; it runs none any more. For
+   * a twin that is thrown away without being dismissed (a dry run of a restore, a closing runtime):
+   * the isolates would otherwise wait for the garbage collector.
+   */
+  dispose(): void {
+    this.augmentations.dispose();
+    this.#shadowing?.dispose();
   }
 
   exportState(now = Date.now()): TwinState {
@@ -557,7 +646,11 @@ export class Twin {
       lifecycle: { state: this.#lifecycle.state, history: [...this.#lifecycle.history()] },
       properties: this.#properties,
       lastUpdate: this.#lastUpdate,
-      augmentations: this.augmentations.list().map(({ name, source }) => ({ name, source })),
+      augmentations: this.augmentations
+        .list()
+        .map(({ name, source, disabledReason }) =>
+          disabledReason === undefined ? { name, source } : { name, source, disabled: disabledReason },
+        ),
       history: { states: this.#states.toArray(), events: this.#events.toArray() },
       entanglement: { figures: this.#figures, observations: this.#window.observations(now) },
       counters: this.counters,

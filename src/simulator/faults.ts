@@ -2,8 +2,9 @@
 // MQTT side (status, last will, commands) that the IIoT device and the camera have in common.
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
-import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import type { IClientOptions, MqttClient } from "mqtt";
 import { noDelay } from "../mqtt/connections.js";
+import { connectSimulatorClient } from "./connect.js";
 
 /** How a simulated device's messages reach the twin. Changeable at run time with `setFaults()`. */
 export interface Faults {
@@ -196,6 +197,11 @@ export interface SimulatorOptions extends Partial<Faults> {
   onWarning?: (message: string) => void;
   /** Extra mqtt.js options for an own connection (clientId, username, password, ...). */
   mqttOptions?: IClientOptions;
+  /**
+   * Own connection: `start()` waits for a broker that is not reachable yet, retrying with backoff
+   * and telling `onWarning`, instead of rejecting (default false). Refused credentials still reject.
+   */
+  waitForBroker?: boolean;
   /** Subscribe the command topic in `start()` (default true). A fleet subscribes its devices' topics in batches. */
   subscribe?: boolean;
   scheduler?: Scheduler;
@@ -246,6 +252,8 @@ export abstract class PtSimulator extends EventEmitter<SimulatorEvents> {
   #lastDue: number | undefined;
   /** Bumped by stop and crash so that messages still held back by the latency knob are not sent. */
   #epoch = 0;
+  /** Aborts a start still waiting for its broker (stop, crash). */
+  #connecting: AbortController | undefined;
 
   protected abstract readonly telemetryTopic: string;
   protected abstract readonly statusTopic: string;
@@ -330,7 +338,8 @@ export abstract class PtSimulator extends EventEmitter<SimulatorEvents> {
     try {
       if (typeof shared === "function") client = shared();
       if (brokerUrl !== undefined) {
-        client = await mqtt.connectAsync(
+        this.#connecting = new AbortController();
+        client = await connectSimulatorClient(
           brokerUrl,
           {
             clientId: `dtc-sim-${this.id}-${randomBytes(4).toString("hex")}`,
@@ -341,8 +350,11 @@ export abstract class PtSimulator extends EventEmitter<SimulatorEvents> {
             ...mqttOptions,
             will: { topic: this.statusTopic, payload: Buffer.from(WILL_PAYLOAD), qos: 1, retain: true },
           },
-          false,
+          this.#options.waitForBroker
+            ? { onRetry: (message) => this.#warn(`${this.id}: ${message}`), signal: this.#connecting.signal }
+            : undefined,
         );
+        this.#connecting = undefined;
         const own = client;
         noDelay(own);
         own.on("error", (err) => this.#warn(`${this.id}: MQTT: ${err.message}`));
@@ -367,6 +379,7 @@ export abstract class PtSimulator extends EventEmitter<SimulatorEvents> {
       this.#setState("online");
       this.#startSampling(performance.now() + (this.#options.startDelayMs ?? 0));
     } catch (err) {
+      this.#connecting = undefined;
       this.#cancelSampling();
       this.#detach(client);
       if (brokerUrl !== undefined) client?.end(true);
@@ -425,6 +438,8 @@ export abstract class PtSimulator extends EventEmitter<SimulatorEvents> {
    * connection cleanly (so the broker discards the will). Messages held back by latency are dropped.
    */
   async stop(): Promise<void> {
+    // A start still waiting for its broker gives up (and rejects).
+    this.#connecting?.abort();
     if (this.#state !== "online" && this.#state !== "offline") return;
     const client = this.#client;
     this.#epoch++;
@@ -449,6 +464,7 @@ export abstract class PtSimulator extends EventEmitter<SimulatorEvents> {
    * publishes the will's payload itself, as the broker would, and goes silent.
    */
   crash(): void {
+    this.#connecting?.abort();
     if (this.#state !== "online" && this.#state !== "offline") return;
     const client = this.#client;
     this.#epoch++;

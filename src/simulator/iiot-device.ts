@@ -1,5 +1,6 @@
-import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import type { IClientOptions, MqttClient } from "mqtt";
 import { noDelay } from "../mqtt/connections.js";
+import { connectSimulatorClient } from "./connect.js";
 import {
   checkFaults,
   checkRate,
@@ -104,6 +105,8 @@ export interface IiotFleetOptions extends Partial<Faults> {
   random?: () => number;
   onWarning?: (message: string) => void;
   mqttOptions?: IClientOptions;
+  /** With brokerUrl: `start()` waits for a broker not reachable yet (see SimulatorOptions.waitForBroker). */
+  waitForBroker?: boolean;
   scheduler?: Scheduler;
 }
 
@@ -120,6 +123,8 @@ export class IiotFleet {
   readonly #options: IiotFleetOptions;
   readonly #byId = new Map<string, IiotDeviceSimulator>();
   #client: MqttClient | undefined;
+  /** Aborts a start still waiting for its broker. */
+  #connecting: AbortController | undefined;
 
   constructor(options: IiotFleetOptions) {
     if (!(Number.isInteger(options.count) && options.count >= 1)) {
@@ -183,11 +188,17 @@ export class IiotFleet {
     const { brokerUrl, mqttOptions } = this.#options;
     let client = this.#options.client;
     if (brokerUrl !== undefined) {
+      this.#connecting = new AbortController();
       try {
-        client = await mqtt.connectAsync(
+        client = await connectSimulatorClient(
           brokerUrl,
           { reconnectPeriod: 1000, queueQoSZero: false, ...mqttOptions },
-          false,
+          this.#options.waitForBroker
+            ? {
+                onRetry: (message) => this.#options.onWarning?.(`fleet: ${message}`),
+                signal: this.#connecting.signal,
+              }
+            : undefined,
         );
         const own = client;
         noDelay(own);
@@ -199,6 +210,8 @@ export class IiotFleet {
             cause: err,
           },
         );
+      } finally {
+        this.#connecting = undefined;
       }
       client.on("error", (err) => this.#options.onWarning?.(`fleet: MQTT: ${err.message}`));
     }
@@ -229,6 +242,7 @@ export class IiotFleet {
 
   /** Stops every device (retained offline statuses), unsubscribes, and disconnects an own client. */
   async stop(): Promise<void> {
+    this.#connecting?.abort();
     const client = this.#client;
     await Promise.all(this.devices.map((d) => d.stop()));
     if (client === undefined) return;
@@ -244,6 +258,7 @@ export class IiotFleet {
 
   /** Every device crashes (publishing its will's payload); an own connection is then destroyed. */
   crash(): void {
+    this.#connecting?.abort();
     const client = this.#client;
     for (const d of this.devices) d.crash();
     if (client !== undefined && this.#options.brokerUrl !== undefined) {

@@ -9,6 +9,7 @@ export {
   MASA_LATITUDE,
   MASA_LONGITUDE,
 } from "./camera.js";
+export { connectSimulatorClient, type WaitForBroker } from "./connect.js";
 export {
   checkFaults,
   checkRate,

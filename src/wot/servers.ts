@@ -116,6 +116,15 @@ interface MqttInternals {
   handleMessage(topic: string, payload: Buffer, packet: unknown): void;
 }
 
+/** binding-mqtt's broker server configuration, with the credentials mqtt.js takes. */
+export type StablePathMqttConfig = ConstructorParameters<typeof MqttBrokerServer>[0] & {
+  username?: string;
+  password?: string;
+};
+
+/** A refused CONNECT after a broker restart is retried like a lost connection (mqtt.js gives up). */
+const retryingRefusals = (config: StablePathMqttConfig) => ({ ...config, reconnectOnConnackError: true });
+
 /**
  * binding-mqtt 0.8.16's MqttBrokerServer, fixed:
  * - expose() added one more broker "message" listener per thing, so with N things every action or
@@ -130,8 +139,13 @@ export class StablePathMqttBrokerServer extends MqttBrokerServer {
   /** Thing ids whose next destroy() leaves their retained TD (see handOver). */
   readonly #handedOver = new Set<string>();
 
-  constructor(config: ConstructorParameters<typeof MqttBrokerServer>[0], pathOf: PathOf) {
-    super(config);
+  /**
+   * `config.username`/`password`: the credentials of its broker connection. binding-mqtt hands its
+   * whole config to mqtt.connect, which reads these (its own `user`/`psw` only change a debug line);
+   * they stay out of `uri`, which the forms are made from.
+   */
+  constructor(config: StablePathMqttConfig, pathOf: PathOf) {
+    super(retryingRefusals(config));
     this.#pathOf = pathOf;
   }
 

@@ -51,6 +51,8 @@ export interface DockerDriverOptions {
   pushIntervalMs?: number;
   /** Longest a container may take to answer as ready, ms (default 60,000). */
   startTimeoutMs?: number;
+  /** Who a twin's container connects to the broker as (DTC_MQTT_USERNAME/PASSWORD); undefined: none. */
+  brokerCredentials?: (twinId: string) => { username: string; password: string } | undefined;
   logger?: Logger;
 }
 
@@ -67,7 +69,7 @@ export class DockerDriver implements PlatformDriver {
   readonly platform = "docker" as const;
   readonly #options: DockerDriverOptions;
   /** Engine address -> engine (nodes on one engine share its event stream). */
-  readonly #engines = new Map<string, DockerEngine>();
+  readonly #engines = new Map<string, Promise<DockerEngine>>();
   readonly #handles = new Set<DockerInstance>();
   #closed = false;
 
@@ -87,7 +89,8 @@ export class DockerDriver implements PlatformDriver {
       return { ready: false, reason: (err as Error).message };
     }
     try {
-      await withTimeout(this.#engine(endpoint).docker.ping(), 5000, "no answer within 5 s");
+      const engine = await this.#engine(endpoint);
+      await withTimeout(engine.docker.ping(), 5000, "no answer within 5 s");
       return { ready: true };
     } catch (err) {
       return {
@@ -98,14 +101,14 @@ export class DockerDriver implements PlatformDriver {
   }
 
   async start(spec: InstanceSpec): Promise<InstanceHandle> {
-    const placement = this.#placement(spec.node);
+    const placement = await this.#placement(spec.node);
     const deployment = await this.#deploy(placement, fresh(spec), spec.state);
     return this.#track(new DockerInstance(this, placement, fresh(spec), deployment));
   }
 
   /** The container of `spec` still running from before the gateway restarted, if it answers. */
   async adopt(spec: InstanceSpec): Promise<InstanceHandle | undefined> {
-    const placement = this.#placement(spec.node);
+    const placement = await this.#placement(spec.node);
     const containers = await this.#containers(placement, spec.id);
     // The newest running one wins; the others are leftovers of an interrupted move or restart.
     containers.sort((a, b) => b.Created - a.Created);
@@ -135,14 +138,14 @@ export class DockerDriver implements PlatformDriver {
   }
 
   async running(node: NodeTarget): Promise<string[]> {
-    const placement = this.#placement(node);
+    const placement = await this.#placement(node);
     const ids = (await this.#containers(placement)).map((c) => c.Labels[LABEL.instance] ?? "");
     return [...new Set(ids)].filter((id) => id !== "");
   }
 
   /** Removes the containers of an instance the manager does not know, without asking them (no handover). */
   async removeOrphan(node: NodeTarget, id: string): Promise<void> {
-    const placement = this.#placement(node);
+    const placement = await this.#placement(node);
     for (const handle of this.#handles) if (handle.id === id && handle.node === node.id) handle.detach();
     for (const info of await this.#containers(placement, id)) {
       await removeContainer(placement.engine.docker.getContainer(info.Id));
@@ -154,7 +157,11 @@ export class DockerDriver implements PlatformDriver {
     this.#closed = true;
     for (const handle of this.#handles) handle.detach();
     this.#handles.clear();
-    for (const engine of this.#engines.values()) engine.close();
+    for (const engine of this.#engines.values())
+      void engine.then(
+        (e) => e.close(),
+        () => undefined,
+      );
     this.#engines.clear();
   }
 
@@ -180,17 +187,21 @@ export class DockerDriver implements PlatformDriver {
     return handle;
   }
 
-  #engine(endpoint: DockerEndpoint): DockerEngine {
+  #engine(endpoint: DockerEndpoint): Promise<DockerEngine> {
     const key = JSON.stringify([engineAddress(endpoint), endpoint.tls ?? null]);
     let engine = this.#engines.get(key);
     if (!engine) {
-      engine = new DockerEngine(endpoint, this.#options.gatewayId, this.#options.logger);
+      engine = DockerEngine.connect(endpoint, this.#options.gatewayId, this.#options.logger);
+      // A TLS file that could not be read is read again next time (it may have been fixed).
+      engine.catch(() => {
+        if (this.#engines.get(key) === engine) this.#engines.delete(key);
+      });
       this.#engines.set(key, engine);
     }
     return engine;
   }
 
-  #placement(node: NodeTarget): Placement {
+  async #placement(node: NodeTarget): Promise<Placement> {
     if (this.#closed) throw new PlatformError("the docker driver is closed", 503);
     if (node.platform !== this.platform) {
       throw new PlatformError(`node ${node.id} is a ${node.platform} node, not docker`, 409);
@@ -201,7 +212,11 @@ export class DockerDriver implements PlatformDriver {
     } catch (err) {
       throw new PlatformError(`node ${node.id}: ${(err as Error).message}`, 409);
     }
-    return { node: node.id, endpoint, engine: this.#engine(endpoint) };
+    try {
+      return { node: node.id, endpoint, engine: await this.#engine(endpoint) };
+    } catch (err) {
+      throw new PlatformError(`node ${node.id}: ${(err as Error).message}`, 409);
+    }
   }
 
   /** This gateway's containers on a node (of one instance). */
@@ -394,6 +409,8 @@ export class DockerDriver implements PlatformDriver {
     }
     const local = isLocalEngine(placement.endpoint);
     const host = placement.endpoint.network === "host" && local ? "127.0.0.1" : "0.0.0.0";
+    // Variables, not the URL: the URL reaches the twin's TD.
+    const credentials = this.#options.brokerCredentials?.(spec.id);
     return [
       `DTC_TWIN=${twin}`,
       `DTC_MQTT_URL=${placement.endpoint.brokerUrl ?? this.#options.brokerUrl}`,
@@ -402,6 +419,9 @@ export class DockerDriver implements PlatformDriver {
       `DTC_TWIN_MANAGEMENT_PORT=${options.ports.management}`,
       `DTC_TWIN_BASE_URI=${this.#options.httpBaseUri()}`,
       `DTC_TWIN_TOKEN=${options.token}`,
+      ...(credentials
+        ? [`DTC_MQTT_USERNAME=${credentials.username}`, `DTC_MQTT_PASSWORD=${credentials.password}`]
+        : []),
       ...(this.#options.pushIntervalMs
         ? [`DTC_ENTANGLEMENT_INTERVAL_MS=${this.#options.pushIntervalMs}`]
         : []),

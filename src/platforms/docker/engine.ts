@@ -42,9 +42,14 @@ export class DockerEngine {
   #reconnect: NodeJS.Timeout | undefined;
   #closed = false;
 
-  constructor(endpoint: DockerEndpoint, gatewayId: string, logger?: Logger) {
-    this.docker = dockerClient(endpoint);
-    this.address = engineAddress(endpoint);
+  /** The engine of `endpoint` (a remote engine's TLS files read, asynchronously). */
+  static async connect(endpoint: DockerEndpoint, gatewayId: string, logger?: Logger): Promise<DockerEngine> {
+    return new DockerEngine(await dockerClient(endpoint), engineAddress(endpoint), gatewayId, logger);
+  }
+
+  private constructor(docker: Docker, address: string, gatewayId: string, logger?: Logger) {
+    this.docker = docker;
+    this.address = address;
     this.#gatewayId = gatewayId;
     this.#logger = logger;
   }

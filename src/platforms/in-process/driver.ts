@@ -1,4 +1,5 @@
 import type { Logger } from "../../logger.js";
+import type { MqttCredentials } from "../../mqtt/connections.js";
 import type { Twin, TwinConfig, TwinState } from "../../runtime/twin.js";
 import { TwinNotFoundError, TwinRuntime } from "../../runtime/twin-runtime.js";
 import type { ThingModelRegistry } from "../../wot/model-registry.js";
@@ -29,6 +30,8 @@ export interface InProcessDriverOptions {
   registry: ThingModelRegistry;
   /** Broker of the PTs (by default) and of the twins' MQTT forms. */
   brokerUrl: string;
+  /** Who the runtimes connect to `brokerUrl` as (the gateway's internal user); none: an open broker. */
+  brokerCredentials?: MqttCredentials;
   /** Where the twins' HTTP forms point, e.g. "http://127.0.0.1:8080/twins"; read when a node's runtime is created. */
   httpBaseUri: () => string;
   /** How often entanglement is evaluated and pushed, ms (TwinRuntime's default when absent). */
@@ -113,10 +116,11 @@ export class InProcessDriver implements PlatformDriver {
     if (this.#closed) return Promise.reject(new Error("the in-process driver is closed"));
     let runtime = this.#creating.get(nodeId);
     if (!runtime) {
-      const { registry, brokerUrl, httpBaseUri, pushIntervalMs, logger } = this.#options;
+      const { registry, brokerUrl, brokerCredentials, httpBaseUri, pushIntervalMs, logger } = this.#options;
       runtime = TwinRuntime.start({
         registry,
         brokerUrl,
+        brokerCredentials,
         // node-wot listens on loopback only: consumers come through the gateway's /twins/.
         http: { port: 0, address: "127.0.0.1", baseUri: httpBaseUri() },
         pushIntervalMs,
