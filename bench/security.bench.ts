@@ -82,7 +82,6 @@ async function start(name: Side["name"]): Promise<Side> {
   const gateway = await startGatewayProcess({
     DTC_DATA_DIR: dataDir,
     DTC_AUTH: name === "auth on" ? "on" : "off",
-    DTC_LOG_LEVEL: "warn",
     DTC_ENTANGLEMENT_INTERVAL_MS: "1000",
     // The bench writes faster than a person: no 429 in the figures.
     DTC_WRITE_RATE_LIMIT: "1000000",
