@@ -83,6 +83,20 @@ describe("physical event handler and shadowing", () => {
     );
   });
 
+  it("refuses a timestamp far ahead of the twin's clock (one such message froze the twin for good)", () => {
+    for (const ts of [1e308, NOW + 61_000, "9999-01-01T00:00:00Z"]) {
+      expect(() => normalisePhysicalMessage("t", JSON.stringify({ ts }), machine, NOW), String(ts)).toThrow(
+        /ahead of the twin's clock/,
+      );
+    }
+    expect(
+      normalisePhysicalMessage("t", JSON.stringify({ ts: NOW + 59_000 }), machine, NOW).ptTimestamp,
+    ).toBe(NOW + 59_000);
+    expect(() =>
+      normalisePhysicalMessage("t", JSON.stringify({ ts: NOW + 2000 }), machine, NOW, 1000),
+    ).toThrow();
+  });
+
   it("leaves out properties a message does not carry", () => {
     const event = normalisePhysicalMessage("t", JSON.stringify({ ts: NOW, rate: 5 }), machine, NOW);
     expect(shadow(event, machine)).toEqual({ updateRate: 5 });

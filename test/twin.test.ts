@@ -110,6 +110,18 @@ describe("a twin's shadowing pipeline", () => {
     expect(twin.events().filter((e) => e.type === "messageRejected")).toHaveLength(2);
   });
 
+  it("is not frozen by one message stamped in the future: it is refused, and genuine messages commit after it", () => {
+    const twin = d1();
+    deliver(twin, T0 + 1, { seq: 1, temperature: 20 });
+    expect(
+      twin.handleTelemetry(TOPIC, JSON.stringify({ ts: 1e308, temperature: 99 }), T0 + 2),
+    ).toBeUndefined();
+    expect(twin.properties.temperature).toBe(20);
+    deliver(twin, T0 + 100, { seq: 2, temperature: 21 });
+    expect(twin.properties.temperature).toBe(21);
+    expect(twin.counters).toMatchObject({ rejected: 1 });
+  });
+
   it("measures but does not commit a message older than the state, and counts lost sequence numbers", () => {
     const twin = d1();
     deliver(twin, T0 + 100, { seq: 5, temperature: 25 });

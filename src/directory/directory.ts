@@ -53,6 +53,9 @@ export function mergePatch(target: unknown, patch: unknown): unknown {
  * Epoch ms of an RFC 3339 date-time (the schema checked its syntax). JavaScript dates have no leap
  * seconds: 23:59:60 is read as the second after 23:59:59, the same instant in UTC-smeared time.
  */
+/** The longest registration ttl taken, seconds: 100 years. */
+const MAX_TTL_SECONDS = 100 * 365 * 86_400;
+
 function expiryOf(dateTime: string): number {
   const parsed = Date.parse(dateTime);
   if (!Number.isNaN(parsed)) return parsed;
@@ -108,6 +111,15 @@ export class Directory {
     if (isObject(given)) {
       // WoT Discovery: with a ttl, the server computes expires and ignores the client's.
       if (typeof given.ttl === "number" && given.ttl > 0) {
+        // Far beyond any use, and past the last instant a Date holds (8.64e15 ms) expires could not be written.
+        if (!Number.isFinite(given.ttl) || given.ttl > MAX_TTL_SECONDS) {
+          throw new ValidationError("Thing Description", [
+            {
+              field: "registration.ttl",
+              description: `must be at most ${MAX_TTL_SECONDS} seconds (100 years)`,
+            },
+          ]);
+        }
         registration.ttl = given.ttl;
         registration.expires = new Date(at + given.ttl * 1000).toISOString();
       } else if (typeof given.expires === "string") {

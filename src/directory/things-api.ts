@@ -176,8 +176,11 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): Directory 
     }
     const offset = Number(c.req.query("offset") ?? 0);
     const limit = Number(c.req.query("limit") ?? maxLimit);
-    if (!Number.isInteger(offset) || offset < 0) return badRequest(c, "offset must be a whole number >= 0");
-    if (!Number.isInteger(limit) || limit < 1) return badRequest(c, "limit must be a whole number >= 1");
+    // Safe integers only: a larger one (1e20) is a whole number to JavaScript, not to SQLite.
+    if (!Number.isSafeInteger(offset) || offset < 0)
+      return badRequest(c, "offset must be a whole number from 0 to 2^53-1");
+    if (!Number.isSafeInteger(limit) || limit < 1)
+      return badRequest(c, "limit must be a whole number from 1 to 2^53-1");
     // The server's page may be smaller than the limit asked for; links carry the client's limit.
     const page = Math.min(limit, maxLimit);
     const [things, total, revision] = await Promise.all([

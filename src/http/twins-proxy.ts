@@ -28,6 +28,15 @@ function forwardable(headers: Headers): Headers {
   return out;
 }
 
+/** decodeURIComponent, or undefined for a malformed escape. */
+function decoded(text: string): string | undefined {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Routes /twins/{id}/... to the node-wot HTTP server of the node the twin runs on now (`target`
  * answers per twin id), so that twins are reached through the gateway's one public address and a
@@ -43,7 +52,21 @@ export function mountTwinsProxy(
   app.all("/twins/*", async (c) => {
     const url = new URL(c.req.url);
     const path = url.pathname.slice("/twins".length) || "/";
-    const id = decodeURIComponent(path.split("/")[1] ?? "");
+    // A bad percent-escape is the client's error (decodeURIComponent throws on it), and node-wot's
+    // server would throw on one in the query outside any handler, taking the process down with it.
+    const id = decoded(path.split("/")[1] ?? "");
+    const query = url.search.slice(1);
+    if (
+      id === undefined ||
+      !path.split("/").every((segment) => decoded(segment) !== undefined) ||
+      !query.split(/[&=]/).every((part) => decoded(part.replace(/\+/g, " ")) !== undefined)
+    ) {
+      return problem(c, {
+        title: "Bad Request",
+        status: 400,
+        detail: "the path or query has a malformed percent-escape (RFC 3986: % and two hex digits)",
+      });
+    }
     const base = id === "" ? undefined : target(id);
     if (base === undefined) {
       return problem(c, { title: "Not Found", status: 404, detail: `no twin "${id}" runs here` });

@@ -33,12 +33,20 @@ function toEpochMs(value: unknown): number | undefined {
   return undefined;
 }
 
+/**
+ * How far ahead of the twin's clock a PT timestamp may be, ms. One message stamped in the future
+ * (`ts: 1e308`) would otherwise make every genuine message after it look older than the state, so
+ * none would be committed again: such a message is refused as malformed instead.
+ */
+export const MAX_FUTURE_SKEW_MS = 60_000;
+
 /** Parses and normalises one raw MQTT payload against the schema's physical interface. */
 export function normalisePhysicalMessage(
   topic: string,
   payload: Uint8Array | string,
   iface: Pick<PhysicalInterface, "timestampField" | "sequenceField">,
   receivedAt: number,
+  maxFutureSkewMs = MAX_FUTURE_SKEW_MS,
 ): PhysicalEvent {
   let message: unknown;
   try {
@@ -66,6 +74,12 @@ export function normalisePhysicalMessage(
         throw new PhysicalMessageError(
           topic,
           `${iface.timestampField} is ${JSON.stringify(raw)}, not epoch milliseconds or an ISO 8601 time`,
+        );
+      }
+      if (ms > receivedAt + maxFutureSkewMs) {
+        throw new PhysicalMessageError(
+          topic,
+          `${iface.timestampField} is ${Math.round((ms - receivedAt) / 1000)} s ahead of the twin's clock (at most ${maxFutureSkewMs / 1000} s taken)`,
         );
       }
       ptTimestamp = ms;
