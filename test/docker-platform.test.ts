@@ -253,7 +253,10 @@ describe("Docker platform driver (real engine)", () => {
       const seen = observed.length;
       await waitFor(`MQTT observations continuing on ${node}`, () => observed.length > seen + 3, 20_000);
       await waitFor(`Entangled on ${node}`, async () => (await lifecycle("press-m")) === "Entangled", 20_000);
-      expect((await reader.readProperty("lifecycleState")).value()).resolves.toBe("Entangled");
+      await waitFor(
+        `Entangled read by node-wot on ${node}`,
+        async () => (await (await reader.readProperty("lifecycleState")).value()) === "Entangled",
+      );
     }
     expect(await containersOf("press-m")).toEqual([]);
   });
@@ -445,8 +448,12 @@ describe("Docker platform driver (real engine)", () => {
         async () => (await lifecycle("press-b")) === "Entangled",
         30_000,
       );
-      const res = await authed(`${gateway.url}/twins/press-b/properties/lifecycleState`);
-      expect(await res.json()).toBe("Entangled");
+      await waitFor(
+        "Entangled read through /twins",
+        async () =>
+          (await (await authed(`${gateway.url}/twins/press-b/properties/lifecycleState`)).json()) ===
+          "Entangled",
+      );
       expect((await api("DELETE", "/api/instances/press-b")).status).toBe(204);
       expect(await containersOf("press-b")).toEqual([]);
     } finally {
