@@ -1,4 +1,4 @@
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -249,8 +249,10 @@ describe("the Notification API over HTTP (Server-Sent Events)", () => {
     return stream;
   };
 
+  let dir: string;
   beforeEach(async () => {
-    store = new EmbeddedStore(mkdtempSync(join(tmpdir(), "dtc-events-")));
+    dir = mkdtempSync(join(tmpdir(), "dtc-events-"));
+    store = new EmbeddedStore(dir);
     await store.open();
     hub = new DirectoryEvents({ bufferSize: 5 });
     const app = createApp({ version: "test", startedAt: 0, logger: createLogger("silent") });
@@ -269,6 +271,7 @@ describe("the Notification API over HTTP (Server-Sent Events)", () => {
       if ("closeAllConnections" in server) server.closeAllConnections();
     });
     await store.close();
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it("streams thing_created, thing_updated and thing_deleted with ids and Partial TD data", async () => {

@@ -1,4 +1,4 @@
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -48,11 +48,16 @@ describe("JSONPath search (RFC 9535) over the directory", () => {
     expect(body.detail).toMatch(detail);
   };
 
+  let dir: string;
   beforeEach(async () => {
-    store = new EmbeddedStore(mkdtempSync(join(tmpdir(), "dtc-jsonpath-")));
+    dir = mkdtempSync(join(tmpdir(), "dtc-jsonpath-"));
+    store = new EmbeddedStore(dir);
     await store.open();
   });
-  afterEach(() => store.close());
+  afterEach(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   it("filters the array of enriched TDs and answers the matches as a JSON array", async () => {
     for (const n of [3, 1, 2]) await put(n, n === 2 ? { tag: "kitchen" } : {});

@@ -1,4 +1,4 @@
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EmbeddedStore } from "../src/directory/embedded-store.js";
@@ -32,15 +32,19 @@ async function opened(store: DirectoryStore): Promise<DirectoryStore> {
   return store;
 }
 
-/** The embedded store, in a new temp dir for each fresh() store. */
+/** The embedded store, in a new temp dir for each fresh() store; stop() removes them all. */
 export function embeddedAdapter(): StoreAdapter {
   let dir = "";
+  const dirs: string[] = [];
   return {
     unavailable: () => undefined,
     start: async () => {},
-    stop: async () => {},
+    stop: async () => {
+      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+    },
     fresh: () => {
       dir = mkdtempSync(join(tmpdir(), "dtc-dir-"));
+      dirs.push(dir);
       return opened(new EmbeddedStore(dir));
     },
     reopen: () => opened(new EmbeddedStore(dir)),

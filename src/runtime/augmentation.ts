@@ -496,6 +496,11 @@ export class Augmentations {
     } catch (err) {
       throw err instanceof SandboxFailure ? new AugmentationError(name, err.message) : err;
     }
+    return { replaced: this.#put(name, source, slot, undefined) };
+  }
+
+  /** Puts `name` in place of the function of that name (freeing its slot); whether there was one. */
+  #put(name: string, source: string, slot: Installed["slot"], disabledReason: string | undefined): boolean {
     const previous = this.#functions.get(name);
     if (previous?.slot !== undefined) this.#removeSlot(previous.slot);
     // Map.set on an existing name keeps its place in the order.
@@ -506,9 +511,9 @@ export class Augmentations {
       failures: 0,
       overruns: 0,
       slot,
-      disabledReason: undefined,
+      disabledReason,
     });
-    return { replaced: previous !== undefined };
+    return previous !== undefined;
   }
 
   /** Registers a function that stays disabled (a restored state's), without evaluating it. */
@@ -516,17 +521,7 @@ export class Augmentations {
     this.#checkName(name);
     if (typeof source !== "string")
       throw new AugmentationError(name, "source must be a string of JavaScript");
-    const previous = this.#functions.get(name);
-    if (previous?.slot !== undefined) this.#removeSlot(previous.slot);
-    this.#functions.set(name, {
-      name,
-      source,
-      installedAt: Date.now(),
-      failures: 0,
-      overruns: 0,
-      slot: undefined,
-      disabledReason: reason,
-    });
+    this.#put(name, source, undefined, reason);
   }
 
   #checkName(name: string): void {
