@@ -38,6 +38,8 @@ export interface Config {
     searchTimeoutMs: number;
     /** Most results a search returns. */
     searchMaxResults: number;
+    /** Copies of the embedded store's SPARQL index (each answers one query at a time). */
+    searchIndexCopies: number;
     /** Largest request body, bytes. */
     maxBodyBytes: number;
     /** Shortest time between two entanglement writes of a twin's status graph, ms. */
@@ -51,6 +53,10 @@ export interface Config {
     reconcileIntervalMs: number;
     /** How often running twins' states are saved, ms. */
     checkpointIntervalMs: number;
+    /** Longest one operation on an instance (start, stop, move, ...) may take, ms. */
+    operationTimeoutMs: number;
+    /** Longest one request to a platform (a Docker engine's API) may take, ms. */
+    platformTimeoutMs: number;
     /** Tier of the gateway's own node `local`. */
     localTier: "edge" | "mec" | "cloud";
   };
@@ -147,13 +153,17 @@ export const ENVIRONMENT = {
     default: "10000",
     doc: "Most solutions a SPARQL search returns: a larger or missing LIMIT is lowered to it (1-1000000).",
   },
+  DTC_SEARCH_INDEX_COPIES: {
+    default: "2",
+    doc: "Copies of the embedded store's SPARQL index, each answering one query at a time: with 2 a slow query leaves the other answering; 1 halves the index's memory (each copy holds the whole index: ~300 MB at 10,000 TDs) but queues searches behind a slow one (1-8).",
+  },
   DTC_MAX_BODY_BYTES: {
     default: "1048576",
     doc: "Largest request body the directory accepts (a TD, a patch); larger ones get 413 (1024-104857600).",
   },
   DTC_STATUS_INTERVAL_MS: {
     default: "5000",
-    doc: "Shortest time between two writes of a twin's entanglement figures to its status graph, ms; lifecycle changes are written at once (100-3600000).",
+    doc: "Shortest time between two writes of a twin's entanglement figures to its status graph, ms; lifecycle changes are written at once, at most once a second per twin (100-3600000).",
   },
   DTC_PURGE_INTERVAL_MS: {
     default: "60000",
@@ -166,6 +176,14 @@ export const ENVIRONMENT = {
   DTC_CHECKPOINT_INTERVAL_MS: {
     default: "30000",
     doc: "How often the state of each running twin that changed is saved under DTC_DATA_DIR (what a crash can lose), ms (100-3600000).",
+  },
+  DTC_OPERATION_TIMEOUT_MS: {
+    default: "300000",
+    doc: "Longest one operation on an instance (start, stop, move, snapshot, ...) may take before it is given up with 504 and the instance's next operations go on, ms (100-86400000). It includes pulling a Docker image.",
+  },
+  DTC_PLATFORM_TIMEOUT_MS: {
+    default: "10000",
+    doc: "Longest one request to a platform (a Docker engine's API call) may take before it fails with 504 (the node reads not ready), ms (100-600000). Image pulls have 4 minutes.",
   },
   DTC_NODE_TIER: {
     default: "edge",
@@ -295,11 +313,14 @@ const schema = z
       .refine((n) => n >= 50 && n <= 60_000, "must be between 50 and 60000 ms"),
     DTC_SEARCH_TIMEOUT_MS: wholeNumber(10, 600_000, "ms"),
     DTC_SEARCH_MAX_RESULTS: wholeNumber(1, 1_000_000, "results"),
+    DTC_SEARCH_INDEX_COPIES: wholeNumber(1, 8, "copies"),
     DTC_MAX_BODY_BYTES: wholeNumber(1024, 100 * 1024 * 1024, "bytes"),
     DTC_STATUS_INTERVAL_MS: wholeNumber(100, 3_600_000, "ms"),
     DTC_PURGE_INTERVAL_MS: wholeNumber(1000, 86_400_000, "ms"),
     DTC_RECONCILE_INTERVAL_MS: wholeNumber(100, 3_600_000, "ms"),
     DTC_CHECKPOINT_INTERVAL_MS: wholeNumber(100, 3_600_000, "ms"),
+    DTC_OPERATION_TIMEOUT_MS: wholeNumber(100, 86_400_000, "ms"),
+    DTC_PLATFORM_TIMEOUT_MS: wholeNumber(100, 600_000, "ms"),
     DTC_NODE_TIER: z.enum(["edge", "mec", "cloud"]),
     DTC_CORS_ORIGINS: origins,
     DTC_AUTH: z.enum(["on", "off"]),
@@ -450,6 +471,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     directory: {
       searchTimeoutMs: v.DTC_SEARCH_TIMEOUT_MS,
       searchMaxResults: v.DTC_SEARCH_MAX_RESULTS,
+      searchIndexCopies: v.DTC_SEARCH_INDEX_COPIES,
       maxBodyBytes: v.DTC_MAX_BODY_BYTES,
       statusIntervalMs: v.DTC_STATUS_INTERVAL_MS,
       purgeIntervalMs: v.DTC_PURGE_INTERVAL_MS,
@@ -457,6 +479,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     manager: {
       reconcileIntervalMs: v.DTC_RECONCILE_INTERVAL_MS,
       checkpointIntervalMs: v.DTC_CHECKPOINT_INTERVAL_MS,
+      operationTimeoutMs: v.DTC_OPERATION_TIMEOUT_MS,
+      platformTimeoutMs: v.DTC_PLATFORM_TIMEOUT_MS,
       localTier: v.DTC_NODE_TIER,
     },
     corsOrigins: v.DTC_CORS_ORIGINS.includes("*") ? ["*"] : v.DTC_CORS_ORIGINS,

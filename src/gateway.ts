@@ -93,7 +93,10 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     logger.warn({ td: id }, `directory: the TD is stored but not searchable: ${message}`);
   const store: DirectoryStore = config.sparql
     ? new SparqlStore({ ...config.sparql, onIndexFailure })
-    : new EmbeddedStore(join(config.dataDir, "directory"), { onIndexFailure });
+    : new EmbeddedStore(join(config.dataDir, "directory"), {
+        onIndexFailure,
+        indexReplicas: config.directory.searchIndexCopies,
+      });
   await store.open();
   const directory = new Directory(store);
   const events = new DirectoryEvents();
@@ -198,6 +201,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     httpBaseUri: () => `${publicBase}/twins`,
     gatewayId: managerStore.gatewayId,
     pushIntervalMs: config.entanglementIntervalMs,
+    engineTimeoutMs: config.manager.platformTimeoutMs,
     logger,
   });
   manager = new DtcManager({
@@ -210,6 +214,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     secureTd: secure,
     reconcileIntervalMs: config.manager.reconcileIntervalMs,
     checkpointIntervalMs: config.manager.checkpointIntervalMs,
+    operationTimeoutMs: config.manager.operationTimeoutMs,
     logger,
   });
 
@@ -244,7 +249,10 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   mountNotificationsApi(app, { events });
   mountTokensApi(app, { tokens, publicBase: base });
   mountManagerApi(app, { manager, maxBodyBytes: limits.maxBodyBytes, publicBase: base, secure, logger });
-  mountTwinsProxy(app, (id) => manager.httpTarget(id), secure);
+  mountTwinsProxy(app, (id) => manager.httpTarget(id), secure, {
+    description: (id) => manager.runningDescription(id),
+    maxBodyBytes: limits.maxBodyBytes,
+  });
   const tls = security.tls;
   const server = tls
     ? serve({

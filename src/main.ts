@@ -1,5 +1,6 @@
 import { ConfigError, loadConfig } from "./config.js";
 import { startGateway } from "./gateway.js";
+import { installLastResort } from "./last-resort.js";
 import { createLogger } from "./logger.js";
 
 /** Process entry: configuration, wiring, and a clean exit on SIGINT/SIGTERM. */
@@ -15,23 +16,31 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger(config.logLevel);
-  const gateway = await startGateway(config, logger);
+  // Before the gateway starts: an error a library throws while twins start is caught too.
+  let gateway: Awaited<ReturnType<typeof startGateway>> | undefined;
+  installLastResort(logger, { beforeExit: async () => gateway?.close() });
 
-  let stopping = false;
-  const stop = (signal: NodeJS.Signals) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, "stopping");
-    gateway.close().then(
+  // A signal during start is remembered and honoured once started (twins' states are saved then),
+  // rather than killing the process half-way.
+  let signalled = false;
+  const closeAndExit = () =>
+    gateway?.close().then(
       () => process.exit(0),
       (err) => {
         logger.error({ err }, "error while stopping");
         process.exit(1);
       },
     );
+  const stop = (signal: NodeJS.Signals) => {
+    if (signalled) return;
+    signalled = true;
+    logger.info({ signal }, "stopping");
+    closeAndExit();
   };
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
+  gateway = await startGateway(config, logger);
+  if (signalled) closeAndExit();
 }
 
 main().catch((err) => {

@@ -1,4 +1,5 @@
 import { ConfigError } from "./config.js";
+import { installLastResort } from "./last-resort.js";
 import { createLogger, type Logger } from "./logger.js";
 import { startTwinProcess, type TwinProcess } from "./runtime/twin-process.js";
 import { loadTwinProcessSettings, type TwinProcessSettings } from "./runtime/twin-process-config.js";
@@ -24,6 +25,7 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger(settings.logLevel);
+  installLastResort(logger, { beforeExit: async () => proc?.close() });
 
   // A signal during start is remembered and honoured once started (the twin's retained TD must
   // still be cleared), rather than killing the process half-way.

@@ -25,11 +25,18 @@ describe("configuration from the environment", () => {
       directory: {
         searchTimeoutMs: 5000,
         searchMaxResults: 10000,
+        searchIndexCopies: 2,
         maxBodyBytes: 1048576,
         statusIntervalMs: 5000,
         purgeIntervalMs: 60000,
       },
-      manager: { reconcileIntervalMs: 10000, checkpointIntervalMs: 30000, localTier: "edge" },
+      manager: {
+        reconcileIntervalMs: 10000,
+        checkpointIntervalMs: 30000,
+        operationTimeoutMs: 300000,
+        platformTimeoutMs: 10000,
+        localTier: "edge",
+      },
       corsOrigins: [],
       security: {
         enabled: true,

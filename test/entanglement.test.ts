@@ -69,13 +69,37 @@ describe("ODTE over a sliding window", () => {
     expect(f.entangled).toBe(false);
   });
 
-  it("an update exactly Td late is timely; a negative delay (clock skew) too", () => {
+  it("an update exactly Td late is timely; one with a negative delay (the PT's clock ahead) never is", () => {
     const w = new EntanglementWindow(params);
     w.start(T0);
     w.recordUpdate(T0 + 100, T0 + 90);
+    // Stamped 5 ms after its commit: the PT's clock is ahead, its true delay unknown.
     w.recordUpdate(T0 + 200, T0 + 205);
     w.recordUpdate(T0 + 300, T0 + 289);
-    expect(w.evaluate(T0 + 300).timeliness).toBeCloseTo(2 / 3, 10);
+    expect(w.evaluate(T0 + 300).timeliness).toBeCloseTo(1 / 3, 10);
+  });
+
+  it("never counts a negative delay as timely, however small: a PT whose clock runs ahead is not entangled", () => {
+    const w = new EntanglementWindow(params);
+    w.start(T0);
+    // Delays of -1 ms (stamped 1 ms in the twin's future), all within Td in absolute value.
+    feed(w, T0, T0 + 10_000, 100, () => -1);
+    const f = w.evaluate(T0 + 10_000);
+    expect(f).toMatchObject({ timeliness: 0, reliability: 1, odte: 0, entangled: false });
+    // A delay that is not a number (a timestamp that is none) is not timely either.
+    const nan = new EntanglementWindow(params);
+    nan.start(T0);
+    nan.recordUpdate(T0 + 100, Number.NaN);
+    expect(nan.evaluate(T0 + 100).timeliness).toBe(0);
+  });
+
+  it("restores the timely flags it exported: a moved twin is judged as before", () => {
+    const w = new EntanglementWindow(params);
+    w.start(T0);
+    feed(w, T0, T0 + 1000, 100, (i) => (i % 2 === 0 ? -1 : 1));
+    const copy = EntanglementWindow.restore(params, JSON.parse(JSON.stringify(w.observations(T0 + 1000))));
+    expect(copy.evaluate(T0 + 1000).timeliness).toBe(w.evaluate(T0 + 1000).timeliness);
+    expect(copy.evaluate(T0 + 1000).timeliness).toBeCloseTo(0.5, 10);
   });
 
   it("unreachable periods lower availability, the open one up to now", () => {

@@ -97,6 +97,39 @@ describe("physical event handler and shadowing", () => {
     ).toThrow();
   });
 
+  it("refuses timestamps that are no time: non-finite (JSON's 1e400), before any date, or not a number or string", () => {
+    for (const ts of [-1e308, -8.7e15, true, { at: NOW }, [NOW]]) {
+      expect(() => normalisePhysicalMessage("t", JSON.stringify({ ts }), machine, NOW), String(ts)).toThrow(
+        /not epoch milliseconds or an ISO 8601 time/,
+      );
+    }
+    // JSON.stringify cannot write these: the PT's own text can.
+    for (const text of ['{"ts": 1e400}', '{"ts": -1e400}']) {
+      expect(() => normalisePhysicalMessage("t", text, machine, NOW), text).toThrow(/not epoch milliseconds/);
+    }
+    // Old times are times: measured as late, not refused.
+    expect(normalisePhysicalMessage("t", JSON.stringify({ ts: 0 }), machine, NOW).ptTimestamp).toBe(0);
+  });
+
+  it("refuses a sequence number that is not an integer (it orders the messages) and quotes what it got, briefly", () => {
+    for (const seq of [1e300, 1.5, "7", -0.5, { n: 1 }]) {
+      expect(
+        () => normalisePhysicalMessage("t", JSON.stringify({ ts: NOW, seq }), machine, NOW),
+        String(seq),
+      ).toThrow(/\/seq is .*, not an integer sequence number/);
+    }
+    expect(() => normalisePhysicalMessage("t", '{"seq": 1e400}', machine, NOW)).toThrow(/not an integer/);
+    const long = () =>
+      normalisePhysicalMessage("t", JSON.stringify({ seq: "x".repeat(10_000) }), machine, NOW);
+    expect(long).toThrow(PhysicalMessageError);
+    expect(() => long()).toThrow(/^.{0,160}$/);
+    // Absent or null: no sequence.
+    expect(
+      normalisePhysicalMessage("t", JSON.stringify({ seq: null }), machine, NOW).sequence,
+    ).toBeUndefined();
+    expect(normalisePhysicalMessage("t", JSON.stringify({ seq: 0 }), machine, NOW).sequence).toBe(0);
+  });
+
   it("leaves out properties a message does not carry", () => {
     const event = normalisePhysicalMessage("t", JSON.stringify({ ts: NOW, rate: 5 }), machine, NOW);
     expect(shadow(event, machine)).toEqual({ updateRate: 5 });

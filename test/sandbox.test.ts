@@ -206,7 +206,14 @@ describe("a twin's functions in their sandbox", () => {
 describe("client errors", () => {
   it("are marked in the message, and only those are read back", () => {
     expect(clientError("bad function").message).toBe(`${CLIENT_ERROR_MARKER} bad function`);
-    expect(parseClientError(clientError("bad function").message)).toBe("bad function");
+    expect(parseClientError(clientError("bad function").message)).toEqual({
+      status: 422,
+      reason: "bad function",
+    });
+    expect(parseClientError(clientError("twin d1 is Done", 409).message)).toEqual({
+      status: 409,
+      reason: "twin d1 is Done",
+    });
     expect(parseClientError("twin d1 is Done: detached from its physical twin")).toBeUndefined();
   });
 });
@@ -295,7 +302,7 @@ describe("a twin runtime facing hostile functions", () => {
     }
   });
 
-  it("turns a refused function into a 422 through the gateway's twins proxy; other errors pass through", async () => {
+  it("turns a refused function into a 422 through the gateway's twins proxy, a command to a stopped twin into a 409", async () => {
     await runtime.create({ id: "s2", schema: IIOT, placeholders: { DEVICE_ID: "s2" }, fidelity: FIDELITY });
     const app = new Hono();
     mountTwinsProxy(app, (id) => (runtime.get(id) ? runtime.digital.httpListenUrl : undefined));
@@ -334,12 +341,12 @@ describe("a twin runtime facing hostile functions", () => {
     const removed = await invoke("removeAugmentation", { name: "tag" });
     expect([removed.status, await removed.json()]).toEqual([200, { removed: true }]);
 
-    // An error that is not the client's stays node-wot's 500, as the twin wrote it.
+    // A command to a stopped twin is the client's error too, with the status it stands for.
     runtime.stop("s2");
     const detached = await invoke("setRate", 5);
-    expect(detached.status).toBe(500);
-    expect(detached.headers.get("content-type")).not.toBe("application/problem+json");
-    expect(await detached.text()).toMatch(/twin s2 is Done/);
+    expect(detached.status).toBe(409);
+    expect(detached.headers.get("content-type")).toBe("application/problem+json");
+    expect(((await detached.json()) as { detail: string }).detail).toMatch(/twin s2 is Done/);
   });
 
   it("frees a removed twin's isolate", async () => {

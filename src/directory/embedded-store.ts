@@ -1,10 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
-import type { FromIndexWorker, IndexWorkerInit, ToIndexWorker } from "./index-worker.js";
-import type { DirectoryStore, QueryResult, Registration, StoredThing } from "./store.js";
+import { IndexReplica, type ReplicaHost } from "./index-replica.js";
+import type { IndexWorkerInit, ToIndexWorker } from "./index-worker.js";
+import type { DirectoryStore, QueryOptions, QueryResult, Registration, StoredThing } from "./store.js";
 import { assertGatewayGraph, QueryError, StoreError } from "./store.js";
 
 /**
@@ -21,11 +21,22 @@ import { assertGatewayGraph, QueryError, StoreError } from "./store.js";
  * acknowledged write, including those the old worker had not reached) and the status graphs kept
  * here, then serves the requests that were waiting, in order.
  *
+ * The index can be kept in several replicas (index-replica.ts), each a worker holding all of it
+ * (memory: ~60 KB per TD of ~100 triples each): a query goes to a replica that runs no other, so a
+ * query running to its time limit, or a replica rebuilding after one, holds up no search on the
+ * others. Queries finding every replica taken wait here, in order (at most MAX_WAITING_QUERIES, for
+ * no longer than their own time limit; past either they are refused as busy).
+ *
  * The worker caches each TD's N-Quads in a file of its own (index-cache.sqlite), so a restart
  * reloads the index without converting again; the record holds only what must be durable.
  */
 
 export interface EmbeddedStoreOptions {
+  /**
+   * Copies of the SPARQL index (default 1; the gateway runs DTC_SEARCH_INDEX_COPIES, 2). Each holds the whole
+   * index and converts every write; with more than one, a slow query holds up no other.
+   */
+  indexReplicas?: number;
   /**
    * Told when a TD (or a status graph, by its graph IRI) could not be indexed; the other TDs stay
    * searchable. Stored TDs were validated, so this is a bug. Default: a process warning.
@@ -54,21 +65,16 @@ const COLUMNS = "id, td, created, modified, expires, ttl";
 /** Query results kept for repeated queries (each valid until the next write): entries and chars. */
 const RESULT_CACHE_ENTRIES = 64;
 const RESULT_CACHE_CHARS = 32 * 1024 * 1024;
-/** A worker that dies this many times in a row before its index is loaded is not started again. */
-const MAX_FAILED_STARTS = 3;
+/** Queries that may wait for a free replica; more are refused busy. */
+export const MAX_WAITING_QUERIES = 32;
 
-/** Compiled, the worker is index-worker.js; from the sources, index-worker-tsx.mjs loads the .ts. */
-const workerEntry = new URL(
-  import.meta.url.endsWith(".ts") ? "./index-worker-tsx.mjs" : "./index-worker.js",
-  import.meta.url,
-);
-
-/** A query or sync waiting for the worker's answer. */
-interface Request {
-  message: Extract<ToIndexWorker, { qid: number }>;
+/** A query waiting for a replica that runs no other. */
+interface WaitingQuery {
+  sparql: string;
+  accept: string;
+  timeoutMs: number | undefined;
   resolve: (body: string) => void;
   reject: (err: Error) => void;
-  timeoutMs?: number | undefined;
   timer?: NodeJS.Timeout;
 }
 
@@ -99,17 +105,12 @@ export class EmbeddedStore implements DirectoryStore {
   #revision = 0;
   #databaseId = "";
 
-  #worker: Worker | undefined;
-  /** The current worker has loaded the record. */
-  #workerReady = false;
-  #failedStarts = 0;
-  #workerError: unknown;
+  readonly #replicaCount: number;
+  #replicas: IndexReplica[] = [];
+  readonly #waiting: WaitingQuery[] = [];
   /** Set when the index cannot be rebuilt: queries fail with it. */
   #broken: StoreError | undefined;
-  readonly #requests = new Map<number, Request>();
   #nextQid = 0;
-  /** The query the worker is running. */
-  #running: number | undefined;
   /** The gateway's own graphs (status, inventory) by IRI: not in the record, a rebuilt index gets them from here. */
   readonly #graphs = new Map<string, string>();
   readonly #failures = new Map<string, string>();
@@ -123,6 +124,7 @@ export class EmbeddedStore implements DirectoryStore {
 
   constructor(dir: string, options: EmbeddedStoreOptions = {}) {
     this.#dir = dir;
+    this.#replicaCount = Math.max(1, options.indexReplicas ?? 1);
     this.#onIndexFailure =
       options.onIndexFailure ??
       ((id, message) => process.emitWarning(`${id}: ${message}`, { type: "DirectoryIndexWarning" }));
@@ -215,13 +217,20 @@ export class EmbeddedStore implements DirectoryStore {
     };
     this.#db = db;
     this.#broken = undefined;
-    this.#failedStarts = 0;
-    this.#startWorker();
+    this.#replicas = Array.from({ length: this.#replicaCount }, (_, i) => new IndexReplica(this.#host(i)));
+    for (const replica of this.#replicas) replica.start();
   }
 
-  /** Resolves once the index holds the record and every write acknowledged so far. */
+  /** Resolves once every replica of the index holds the record and every write acknowledged so far. */
   async indexed(): Promise<void> {
-    await this.#ask((qid) => ({ type: "sync", qid }));
+    if (!this.#db) throw new StoreError("the embedded store is not open");
+    if (this.#broken) throw this.#broken;
+    await Promise.all(this.#replicas.map((r) => r.ask({ type: "sync", qid: ++this.#nextQid })));
+  }
+
+  /** Index workers started since open(), over all replicas: each restart (time limit, crash) adds one. */
+  indexStarts(): number {
+    return this.#replicas.reduce((sum, r) => sum + r.starts, 0);
   }
 
   /** TDs (and status graphs, by graph IRI) the index could not hold, with the reason. */
@@ -268,7 +277,7 @@ export class EmbeddedStore implements DirectoryStore {
    * `options.timeoutMs` bounds the query's run time in the index (waiting for indexing excluded).
    * A query asked again with no write in between is answered with the same result, without the index.
    */
-  async query(sparql: string, accept: string, options: { timeoutMs?: number } = {}): Promise<QueryResult> {
+  async query(sparql: string, accept: string, options: QueryOptions = {}): Promise<QueryResult> {
     const key = `${accept}\n${sparql}`;
     const cached = this.#results.get(key);
     if (cached !== undefined && cached.generation === this.#generation && this.#db && !this.#broken) {
@@ -278,7 +287,7 @@ export class EmbeddedStore implements DirectoryStore {
       return { body: cached.body, contentType: accept };
     }
     const generation = this.#generation;
-    const body = await this.#ask((qid) => ({ type: "query", qid, sparql, accept }), options.timeoutMs);
+    const body = await this.#submit(sparql, accept, options.timeoutMs);
     // Unchanged since it was posted: the index answered it in exactly this state (writes are
     // posted as they commit, so even a rebuilt index holds no later one).
     if (generation === this.#generation) this.#remember(key, generation, body);
@@ -308,12 +317,11 @@ export class EmbeddedStore implements DirectoryStore {
     // Pending conversions are not waited for: the next open() converts what the cache lacks, so a
     // shutdown after a burst of writes takes no longer than any other.
     this.#commit();
-    const worker = this.#worker;
-    this.#worker = undefined;
-    for (const request of this.#requests.values())
-      request.reject(new StoreError("the embedded store closed"));
-    this.#requests.clear();
-    await worker?.terminate();
+    const closed = new StoreError("the embedded store closed");
+    this.#rejectWaiting(closed);
+    const replicas = this.#replicas;
+    this.#replicas = [];
+    await Promise.all(replicas.map((r) => r.close(closed)));
     // Status graphs are not part of the record: the gateway writes them again after a restart.
     this.#graphs.clear();
     this.#failures.clear();
@@ -394,111 +402,82 @@ export class EmbeddedStore implements DirectoryStore {
 
   #post(message: ToIndexWorker | ToIndexWorker[]): void {
     // Without a worker (the index is broken) the write is in the record all the same.
-    this.#worker?.postMessage(message);
+    for (const replica of this.#replicas) replica.post(message);
   }
 
-  #ask(message: (qid: number) => Request["message"], timeoutMs?: number): Promise<string> {
+  /** How replica `i` reaches this store. Only the first caches N-Quads and reports index failures. */
+  #host(i: number): ReplicaHost {
+    return {
+      init: (): IndexWorkerInit => ({
+        dbPath: this.#dbPath,
+        cachePath: join(this.#dir, "index-cache.sqlite"),
+        writesCache: i === 0,
+        graphs: [...this.#graphs],
+        failed: [...this.#failures.keys()],
+      }),
+      report: (message) => {
+        if (i !== 0) return;
+        if (message.type === "indexed") this.#failures.delete(message.id);
+        else {
+          this.#failures.set(message.id, message.message);
+          this.#onIndexFailure(message.id, message.message);
+        }
+      },
+      available: () => this.#dispatch(),
+      broken: (err) => {
+        this.#broken = err;
+        this.#rejectWaiting(err);
+        for (const replica of this.#replicas) void replica.close(err);
+      },
+    };
+  }
+
+  #submit(sparql: string, accept: string, timeoutMs: number | undefined): Promise<string> {
     if (!this.#db) return Promise.reject(new StoreError("the embedded store is not open"));
     if (this.#broken) return Promise.reject(this.#broken);
-    const qid = ++this.#nextQid;
+    if (this.#waiting.length >= MAX_WAITING_QUERIES) {
+      return Promise.reject(
+        new QueryError("busy", `every index replica is taken and ${MAX_WAITING_QUERIES} queries are waiting`),
+      );
+    }
     return new Promise((resolve, reject) => {
-      const request: Request = { message: message(qid), resolve, reject, timeoutMs };
-      this.#requests.set(qid, request);
-      this.#worker?.postMessage(request.message);
-    });
-  }
-
-  #startWorker(): void {
-    const init: IndexWorkerInit = {
-      dbPath: this.#dbPath,
-      cachePath: join(this.#dir, "index-cache.sqlite"),
-      graphs: [...this.#graphs],
-      failed: [...this.#failures.keys()],
-    };
-    const worker = new Worker(workerEntry, { workerData: init });
-    this.#worker = worker;
-    this.#workerReady = false;
-    this.#workerError = undefined;
-    // A worker that was replaced or closed may still report; only the current one is listened to.
-    worker.on("message", (message: FromIndexWorker) => {
-      if (this.#worker === worker) this.#receive(message);
-    });
-    worker.on("error", (err) => {
-      if (this.#worker === worker) this.#workerError = err;
-    });
-    worker.on("exit", () => {
-      if (this.#worker === worker) this.#workerDied();
-    });
-    // Requests the previous worker did not answer: this one answers them, before later writes.
-    for (const request of this.#requests.values()) worker.postMessage(request.message);
-  }
-
-  #receive(message: FromIndexWorker): void {
-    switch (message.type) {
-      case "ready":
-        this.#workerReady = true;
-        this.#failedStarts = 0;
-        return;
-      case "indexed":
-        this.#failures.delete(message.id);
-        return;
-      case "failed":
-        this.#failures.set(message.id, message.message);
-        this.#onIndexFailure(message.id, message.message);
-        return;
-      case "started": {
-        this.#running = message.qid;
-        const request = this.#requests.get(message.qid);
-        if (request?.timeoutMs !== undefined) {
-          const limit = request.timeoutMs;
-          request.timer = setTimeout(() => this.#timedOut(message.qid, limit), limit);
-        }
-        return;
+      const waiting: WaitingQuery = { sparql, accept, timeoutMs, resolve, reject };
+      if (timeoutMs !== undefined) {
+        // Waiting for a replica is bounded by the time the query may run.
+        waiting.timer = setTimeout(() => {
+          const at = this.#waiting.indexOf(waiting);
+          if (at >= 0) this.#waiting.splice(at, 1);
+          reject(new QueryError("busy", `no index replica was free within ${timeoutMs} ms`));
+        }, timeoutMs);
       }
-      case "result":
-        this.#settle(message.qid)?.resolve(message.body);
-        return;
-      case "rejected":
-        this.#settle(message.qid)?.reject(new QueryError("rejected", message.message));
-        return;
-      case "synced":
-        this.#settle(message.qid)?.resolve("");
-        return;
+      this.#waiting.push(waiting);
+      this.#dispatch();
+    });
+  }
+
+  /**
+   * Posts waiting queries to replicas running no other query: a loaded one, or any while none is
+   * loaded yet (at open). A replica still loading while another is loaded is left to finish first.
+   */
+  #dispatch(): void {
+    while (this.#waiting.length > 0) {
+      const free = this.#replicas.filter((r) => r.queries === 0);
+      const replica =
+        free.find((r) => r.ready) ?? (this.#replicas.some((r) => r.ready) ? undefined : free[0]);
+      if (replica === undefined) return;
+      const query = this.#waiting.shift() as WaitingQuery;
+      clearTimeout(query.timer);
+      const { sparql, accept, timeoutMs } = query;
+      replica
+        .ask({ type: "query", qid: ++this.#nextQid, sparql, accept }, timeoutMs)
+        .then(query.resolve, query.reject);
     }
   }
 
-  #settle(qid: number): Request | undefined {
-    if (this.#running === qid) this.#running = undefined;
-    const request = this.#requests.get(qid);
-    if (request === undefined) return undefined;
-    clearTimeout(request.timer);
-    this.#requests.delete(qid);
-    return request;
-  }
-
-  /** Oxigraph cannot interrupt a query: the worker goes, a fresh one takes over. */
-  #timedOut(qid: number, limit: number): void {
-    this.#settle(qid)?.reject(new QueryError("timeout", `the query ran longer than ${limit} ms`));
-    const worker = this.#worker;
-    this.#worker = undefined;
-    void worker?.terminate();
-    this.#startWorker();
-  }
-
-  /** The worker ended on its own (a crash): the query it was running fails, the others wait. */
-  #workerDied(): void {
-    const cause = this.#workerError;
-    this.#worker = undefined;
-    if (this.#running !== undefined) {
-      this.#settle(this.#running)?.reject(new StoreError("the index failed running this query", { cause }));
+  #rejectWaiting(err: Error): void {
+    for (const query of this.#waiting.splice(0)) {
+      clearTimeout(query.timer);
+      query.reject(err);
     }
-    if (!this.#workerReady && ++this.#failedStarts >= MAX_FAILED_STARTS) {
-      const reason = cause instanceof Error ? cause.message : String(cause);
-      this.#broken = new StoreError(`the SPARQL index cannot be loaded: ${reason}`, { cause });
-      for (const request of this.#requests.values()) request.reject(this.#broken);
-      this.#requests.clear();
-      return;
-    }
-    this.#startWorker();
   }
 }

@@ -1,4 +1,4 @@
-import { rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
 import oxigraph from "oxigraph";
@@ -12,8 +12,9 @@ import { toNQuads } from "../wot/rdf.js";
  * embedded-store.ts). Messages are handled strictly one after the other, conversions included, so a
  * query answers only after every write posted before it is indexed.
  *
- * Conversions are cached in a SQLite file of their own (the N-Quads cache), written by this worker
- * only: a restart loads them instead of converting again. The cache is not part of the record: each
+ * Conversions are cached in a SQLite file of their own (the N-Quads cache), written by one worker
+ * (the first replica's; the others only read it when they rebuild): a restart loads them instead of
+ * converting again. The cache is not part of the record: each
  * entry is keyed by the TD's id and the record revision it was converted at, so an entry that does
  * not match the record's row (stale, or of a record restored from elsewhere) is never loaded.
  */
@@ -24,6 +25,8 @@ export interface IndexWorkerInit {
   dbPath: string;
   /** The N-Quads cache (created when missing; recreated when unreadable). */
   cachePath: string;
+  /** Whether this worker writes the cache; one that does not only reads it, when it rebuilds. */
+  writesCache: boolean;
   /** The gateway's own graphs (N-Triples by graph IRI): not in the record, the main thread remembers them. */
   graphs: [graph: string, ntriples: string][];
   /** Ids (TD ids, status graph IRIs) the main thread holds as index failures. */
@@ -159,14 +162,15 @@ class NQuadsCache {
    * a later state of this one (an older copy of the record was restored): its revisions could match
    * rows they were not converted from.
    */
-  adopt(databaseId: string, revision: number): void {
+  adopt(databaseId: string, revision: () => number): boolean {
     const owner = this.#db.prepare("SELECT value FROM meta WHERE key = 'database'").pluck().get();
     const newest = this.#db.prepare("SELECT max(rev) FROM nquads").pluck().get() as number | null;
-    if (owner === databaseId && (newest ?? 0) <= revision) return;
+    if (owner === databaseId && (newest ?? 0) <= revision()) return true;
     this.#db.transaction(() => {
       this.#db.exec("DELETE FROM nquads");
       this.#db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('database', ?)").run(databaseId);
     })();
+    return true;
   }
 
   put(id: string, rev: number, nquads: string): void {
@@ -210,7 +214,46 @@ class NQuadsCache {
   }
 }
 
-const cache = new NQuadsCache(init.cachePath);
+/**
+ * The cache as a replica that does not write it sees it: read at a rebuild when it belongs to this
+ * record, never changed (the writing replica may be writing it meanwhile).
+ */
+class NQuadsCacheReader {
+  file: string | undefined;
+
+  constructor(path: string) {
+    this.file = existsSync(path) ? path : undefined;
+  }
+
+  reset(): void {
+    this.file = undefined;
+  }
+
+  /** Whether the cache holds this record's conversions only (see NQuadsCache.adopt). */
+  adopt(databaseId: string, revision: () => number): boolean {
+    if (this.file === undefined) return false;
+    try {
+      const db = new Database(this.file, { readonly: true, fileMustExist: true });
+      try {
+        const owner = db.prepare("SELECT value FROM meta WHERE key = 'database'").pluck().get();
+        // Read before the record's revision: the writer caches only revisions the record holds.
+        const newest = db.prepare("SELECT max(rev) FROM nquads").pluck().get() as number | null;
+        return owner === databaseId && (newest ?? 0) <= revision();
+      } finally {
+        db.close();
+      }
+    } catch {
+      return false;
+    }
+  }
+
+  put(_id: string, _rev: number, _nquads: string): void {}
+  delete(_id: string): void {}
+  deleteStale(_rows: { id: string; rev: number }[]): void {}
+  commit(): void {}
+}
+
+const cache = init.writesCache ? new NQuadsCache(init.cachePath) : new NQuadsCacheReader(init.cachePath);
 
 /** Loads a TD's N-Quads into its (emptied) graph. */
 function load(nquads: string, lenient: boolean): void {
@@ -296,12 +339,12 @@ interface Snapshot {
  */
 function readSnapshot(db: Database.Database, withCache: boolean): Snapshot {
   const meta = db.prepare<[string], unknown>("SELECT value FROM meta WHERE key = ?").pluck();
-  const useCache = withCache && cache.file !== undefined;
-  if (useCache) {
-    cache.adopt(String(meta.get("database")), meta.get("revision") as number);
-    // Attached to the record's read-only connection, the cache is read in the same snapshot.
-    db.prepare("ATTACH DATABASE ? AS cache").run(cache.file);
-  }
+  const useCache =
+    withCache &&
+    cache.file !== undefined &&
+    cache.adopt(String(meta.get("database")), () => meta.get("revision") as number);
+  // Attached to the record's read-only connection, the cache is read in the same snapshot.
+  if (useCache) db.prepare("ATTACH DATABASE ? AS cache").run(cache.file);
   return db.transaction((): Snapshot => {
     snapshotRev = meta.get("revision") as number;
     const missing: SnapshotRow[] = [];

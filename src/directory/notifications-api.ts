@@ -21,7 +21,12 @@ export interface NotificationsApiOptions {
   keepAliveMs?: number;
   /** The reconnection delay suggested to clients (SSE `retry`), ms (default 3,000). */
   retryMs?: number;
+  /** Most open event streams (default MAX_SUBSCRIBERS); the next gets 503 with Retry-After. */
+  maxSubscribers?: number;
 }
+
+/** Most event streams open at once: each holds a connection and a cursor into the hub. */
+export const MAX_SUBSCRIBERS = 1000;
 
 const SSE_HEADERS = {
   "Content-Type": "text/event-stream",
@@ -34,6 +39,7 @@ export function mountNotificationsApi(app: Hono, options: NotificationsApiOption
   const { events } = options;
   const keepAliveMs = options.keepAliveMs ?? 15_000;
   const retryMs = options.retryMs ?? 3_000;
+  const maxSubscribers = options.maxSubscribers ?? MAX_SUBSCRIBERS;
   const badRequest = (c: Context, detail: string) =>
     problem(c, { title: "Bad Request", status: 400, detail });
 
@@ -67,6 +73,15 @@ export function mountNotificationsApi(app: Hono, options: NotificationsApiOption
         title: "Service Unavailable",
         status: 503,
         detail: "the directory is shutting down",
+      });
+    }
+
+    if (events.subscriberCount >= maxSubscribers) {
+      c.header("Retry-After", String(Math.ceil(retryMs / 1000)));
+      return problem(c, {
+        title: "Service Unavailable",
+        status: 503,
+        detail: `${maxSubscribers} event streams are open, the most this directory serves at once: try again later`,
       });
     }
 

@@ -1,4 +1,5 @@
 import sparqljs from "sparqljs";
+import { sparqlTextLimits } from "./query-limits.js";
 
 /**
  * The query guard: what a user's SPARQL query must satisfy before any store sees it. The store is a
@@ -18,6 +19,11 @@ import sparqljs from "sparqljs";
  *   / magic predicate (MAGIC_PREDICATE_NAMESPACES: Virtuoso's `bif:contains`, Jena's `apf:` and
  *   `text:query`, Blazegraph's search and query hints, ...). Unlike functions, predicates cannot be
  *   allowlisted (TD vocabularies are open), so this one is a list of known extension namespaces.
+ *
+ * Bounded, so that neither the guard nor the store's evaluator runs out of stack on it: the text's
+ * nesting before parsing (query-limits.ts), then the syntax tree's depth and size (MAX_SYNTAX_DEPTH,
+ * MAX_SYNTAX_NODES). Parsing is the costly part (sparqljs: ~10 ms a KiB): callers facing clients run
+ * the guard off their main thread (query-pool.ts).
  */
 
 const XSD = "http://www.w3.org/2001/XMLSchema#";
@@ -166,6 +172,16 @@ export class QueryRefusedError extends Error {
   }
 }
 
+/**
+ * The deepest and largest syntax tree a query may have, in patterns, triples, expressions and path
+ * steps (terms, VALUES rows and IN lists do not count). Chains nest without brackets (`1 - 1 - 1`
+ * is `((1 - 1) - 1)`), and Oxigraph's WebAssembly recurses on both depth and length (a thousand
+ * triple patterns, path steps or BINDs overflow its stack; 256 nested calls or EXISTS fault it).
+ * The named queries use at most 11 levels and 39 nodes.
+ */
+export const MAX_SYNTAX_DEPTH = 100;
+export const MAX_SYNTAX_NODES = 500;
+
 const isRecord = (node: unknown): node is Record<string, unknown> =>
   node !== null && typeof node === "object";
 
@@ -209,6 +225,40 @@ function offence(node: Record<string, unknown>): string | undefined {
   return undefined;
 }
 
+/** Whether `node` counts towards the syntax tree's size: a pattern, expression, path or triple. */
+const counts = (node: Record<string, unknown>) => typeof node.type === "string" || "predicate" in node;
+
+/** Throws QueryRefusedError when `query`'s syntax tree is deeper or larger than the limits. Iterative. */
+export function assertWithinSize(query: sparqljs.SparqlQuery): void {
+  const stack: [unknown, number][] = [[query, 0]];
+  let nodes = 0;
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop() as [unknown, number];
+    if (Array.isArray(node)) {
+      for (const item of node) stack.push([item, depth]);
+      continue;
+    }
+    if (!isRecord(node) || "termType" in node) continue;
+    let below = depth;
+    if (counts(node)) {
+      below = depth + 1;
+      // A path's steps are terms, each a step of the evaluator all the same.
+      nodes += 1 + (node.type === "path" && Array.isArray(node.items) ? node.items.length : 0);
+      if (below > MAX_SYNTAX_DEPTH) {
+        throw new QueryRefusedError(
+          `the query nests patterns and expressions more than ${MAX_SYNTAX_DEPTH} deep (chains such as a || b || c nest too)`,
+        );
+      }
+      if (nodes > MAX_SYNTAX_NODES) {
+        throw new QueryRefusedError(
+          `the query has more than ${MAX_SYNTAX_NODES} patterns, triples, expressions and path steps; the limit is ${MAX_SYNTAX_NODES}`,
+        );
+      }
+    }
+    for (const value of Object.values(node)) stack.push([value, below]);
+  }
+}
+
 /** Throws QueryRefusedError for the first part of `query` that may not run. */
 export function assertAllowed(query: sparqljs.SparqlQuery): void {
   if (query.type === "update") {
@@ -240,19 +290,25 @@ export interface GuardedQuery {
 }
 
 /**
- * Parses `text`, checks it (assertAllowed), lowers a missing or larger LIMIT of SELECT, CONSTRUCT
- * and DESCRIBE to `maxResults`, and regenerates the text. Throws QueryRefusedError.
+ * Checks `text`'s nesting, parses it, checks the tree (assertWithinSize, assertAllowed), lowers a
+ * missing or larger LIMIT of SELECT, CONSTRUCT and DESCRIBE to `maxResults`, and regenerates the
+ * text. Throws QueryRefusedError.
  */
 export function guardQuery(text: string, options: { maxResults: number }): GuardedQuery {
+  const beyond = sparqlTextLimits(text);
+  if (beyond !== undefined) throw new QueryRefusedError(beyond);
   let parsed: sparqljs.SparqlQuery;
   try {
     parsed = new sparqljs.Parser().parse(text);
   } catch (err) {
+    if (err instanceof RangeError)
+      throw new QueryRefusedError(`the query is too complex to parse: ${err.message}`);
     const why = PRAGMA.test(text)
       ? "DEFINE pragmas (a Virtuoso extension) are not accepted"
       : (err as Error).message;
     throw new QueryRefusedError(`the query is not valid SPARQL 1.1: ${why}`);
   }
+  assertWithinSize(parsed);
   assertAllowed(parsed);
   const query = parsed as sparqljs.Query;
   // Prefixes and base are dropped: every IRI was resolved by the parser, and the store must not

@@ -2,7 +2,9 @@ import type { Context, Hono } from "hono";
 import Negotiator from "negotiator";
 import { limitBody, problem } from "../http/problem.js";
 import { type NamedQueries, NamedQueryError } from "./named-queries.js";
-import { type GuardedQuery, guardQuery, QueryRefusedError } from "./query-guard.js";
+import { sparqlTextLimits } from "./query-limits.js";
+import { BUSY_RETRY_AFTER_SECONDS, type QueryPool, QueryRefusal, sharedQueryPool } from "./query-pool.js";
+import type { GuardedText } from "./query-worker.js";
 import { type DirectoryStore, QueryError } from "./store.js";
 
 /**
@@ -10,7 +12,10 @@ import { type DirectoryStore, QueryError } from "./store.js";
  * directory's named queries. Every query, named ones too, goes through the query guard
  * (query-guard.ts) before it reaches the store: only SELECT, ASK, CONSTRUCT and DESCRIBE of plain
  * SPARQL 1.1 pass (no SERVICE, no extension functions or magic predicates), the number of results is
- * capped, and the store is sent the text regenerated from the checked syntax tree.
+ * capped, and the store is sent the text regenerated from the checked syntax tree. A query's text is
+ * first checked for its nesting (query-limits.ts, on this thread: one linear pass), then parsed and
+ * checked in a query worker (query-pool.ts): parsing takes ~10 ms a KiB. The time limit covers both
+ * the guard and the store's evaluation, counted while the query runs, not while it waits.
  */
 
 export const SPARQL_QUERY = "application/sparql-query";
@@ -33,8 +38,10 @@ export interface SearchApiOptions {
   timeoutMs?: number;
   /** Most solutions a query may return; a larger or missing LIMIT is lowered to it (default 10,000). */
   maxResults?: number;
-  /** Largest POSTed query, bytes (default 64 KiB). */
+  /** Largest query, bytes (default 64 KiB). */
   maxQueryBytes?: number;
+  /** Where queries are parsed and checked (default: the process's shared pool). */
+  pool?: QueryPool;
 }
 
 export function mountSearchApi(app: Hono, options: SearchApiOptions): void {
@@ -42,50 +49,74 @@ export function mountSearchApi(app: Hono, options: SearchApiOptions): void {
   const timeoutMs = options.timeoutMs ?? 5_000;
   const maxResults = options.maxResults ?? 10_000;
   const maxQueryBytes = options.maxQueryBytes ?? 64 * 1024;
+  const pool = options.pool ?? sharedQueryPool();
   const limited = limitBody(maxQueryBytes, "queries");
   const badRequest = (c: Context, detail: string, title = "Bad Request") =>
     problem(c, { title, status: 400, detail });
 
   /** Guards, caps and runs `text` (never sent as given), answering in the media type the client accepts. */
   async function run(c: Context, text: string): Promise<Response> {
-    let guarded: GuardedQuery;
-    try {
-      guarded = guardQuery(text, { maxResults });
-    } catch (err) {
-      if (err instanceof QueryRefusedError) return badRequest(c, err.message);
-      throw err;
+    // A query string or a named query's bound text has no body limit of its own.
+    if (Buffer.byteLength(text) > maxQueryBytes) {
+      return badRequest(c, `the query is longer than the limit of ${maxQueryBytes} bytes`);
     }
-    const { query, sparql } = guarded;
+    const beyond = sparqlTextLimits(text);
+    if (beyond !== undefined) return badRequest(c, beyond);
+    let guarded: GuardedText;
+    let leftMs: number;
+    try {
+      ({ guarded, leftMs } = await pool.run(timeoutMs, async (session) => ({
+        guarded: await session.call<GuardedText>({ type: "guard", text, maxResults }),
+        leftMs: session.remainingMs(),
+      })));
+    } catch (err) {
+      return refused(c, err);
+    }
+    const { queryType, sparql, limit } = guarded;
 
-    const offered = query.queryType === "SELECT" || query.queryType === "ASK" ? SOLUTION_TYPES : GRAPH_TYPES;
+    const offered = queryType === "SELECT" || queryType === "ASK" ? SOLUTION_TYPES : GRAPH_TYPES;
     const accept = c.req.header("accept");
     const chosen = new Negotiator({ headers: { accept: accept || "*/*" } }).mediaType(offered);
     if (chosen === undefined) {
       return problem(c, {
         title: "Not Acceptable",
         status: 406,
-        detail: `${query.queryType} results are served as ${offered.join(", ")}; the request accepts ${accept}`,
+        detail: `${queryType} results are served as ${offered.join(", ")}; the request accepts ${accept}`,
       });
     }
     // application/json is the same serialisation as the default of its kind.
     const format = chosen === "application/json" ? (offered[0] as string) : chosen;
 
     try {
-      const result = await store.query(sparql, format, { timeoutMs });
+      // The rest of the time limit: the guard took its part.
+      const result = await store.query(sparql, format, {
+        timeoutMs: Math.max(1, Math.floor(leftMs)),
+        form: { queryType, limit },
+      });
       return c.body(result.body, 200, {
         "Content-Type": chosen === "application/json" ? chosen : result.contentType,
       });
     } catch (err) {
-      if (err instanceof QueryError && err.kind === "timeout") {
-        return badRequest(
-          c,
-          `the query ran longer than the ${timeoutMs} ms limit; narrow it (more specific patterns, a LIMIT)`,
-          "Query Timeout",
-        );
-      }
-      if (err instanceof QueryError) return badRequest(c, `the store refused the query: ${err.message}`);
-      throw err;
+      return refused(c, err);
     }
+  }
+
+  /** The answer to a query that did not run to its end: the client's (4xx), or busy (503). */
+  function refused(c: Context, err: unknown): Response {
+    if (err instanceof QueryRefusal) return badRequest(c, err.message, err.title);
+    if (!(err instanceof QueryError)) throw err;
+    if (err.kind === "timeout") {
+      return badRequest(
+        c,
+        `the query ran longer than the ${timeoutMs} ms limit; narrow it (more specific patterns, a LIMIT)`,
+        "Query Timeout",
+      );
+    }
+    if (err.kind === "busy") {
+      c.header("Retry-After", String(BUSY_RETRY_AFTER_SECONDS));
+      return problem(c, { title: "Service Unavailable", status: 503, detail: `${err.message}; try again` });
+    }
+    return badRequest(c, `the store refused the query: ${err.message}`);
   }
 
   /** SPARQL 1.1 Protocol: the dataset is the directory's, not the client's to choose. */

@@ -24,6 +24,12 @@ export interface StoredThing {
   registration: Registration;
 }
 
+export interface QueryOptions {
+  timeoutMs?: number;
+  /** The query's form and LIMIT, when the caller parsed it already (the guard): spares a parse. */
+  form?: { queryType: "SELECT" | "ASK" | "CONSTRUCT" | "DESCRIBE"; limit?: number | undefined };
+}
+
 /** A SPARQL result, serialised in the media type asked for. */
 export interface QueryResult {
   body: string;
@@ -49,7 +55,7 @@ export interface DirectoryStore {
    * answers only after every write acknowledged before it is indexed (read your writes). The remote
    * store sends these to its read-only search endpoint, never with the writer's credentials.
    */
-  query(sparql: string, accept: string, options?: { timeoutMs?: number }): Promise<QueryResult>;
+  query(sparql: string, accept: string, options?: QueryOptions): Promise<QueryResult>;
   /**
    * Replaces a gateway-owned graph (a twin's status graph, or an inventory graph: see
    * `isGatewayGraph`) with the triples of `ntriples` (N-Triples). Written by the gateway only,
@@ -97,12 +103,13 @@ export class StoreError extends Error {
 }
 
 /**
- * A query the store refused or gave up on: the client's fault, answered with a 4xx.
- * `timeout`: ran past the time limit; `rejected`: the store found it invalid.
+ * A query the store refused or gave up on. `timeout`: ran past the time limit; `rejected`: the store
+ * found it invalid (both the client's fault, a 4xx); `busy`: every evaluator is taken and the queue
+ * full (503, try again).
  */
 export class QueryError extends StoreError {
-  readonly kind: "timeout" | "rejected";
-  constructor(kind: "timeout" | "rejected", message: string, options?: { cause?: unknown }) {
+  readonly kind: "timeout" | "rejected" | "busy";
+  constructor(kind: "timeout" | "rejected" | "busy", message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "QueryError";
     this.kind = kind;

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { Context, Hono } from "hono";
 import { limitBody, problem } from "../http/problem.js";
 import { DISCOVERY_CONTEXT_URL } from "../wot/jsonld-loader.js";
@@ -16,6 +17,10 @@ export { isIri, mergePatch } from "./directory.js";
  * the HTTP shapes; storage is the store port's. Ids the gateway owns (its twins' and manager's TDs,
  * its graphs: reserved-ids.ts) are read-only here for every client, whatever its role: the gateway
  * writes them through the Directory, never over HTTP.
+ *
+ * Lost updates: GET answers an `ETag` (a hash of the stored TD and its registration, so it changes
+ * with every write), and PUT, PATCH and DELETE take `If-Match` (412 when the TD is not that one any
+ * more). If-Match stays optional, as WoT Discovery does not ask for it.
  */
 
 export const TD_JSON = "application/td+json";
@@ -55,6 +60,37 @@ export function enriched(thing: StoredThing, retrieved?: number): JsonObject {
     ...(retrieved === undefined ? {} : { retrieved: new Date(retrieved).toISOString() }),
   };
   return td;
+}
+
+/**
+ * The entity tag of a stored TD: strong, from its canonical JSON (keys sorted), so the same stored
+ * document has the same tag whatever store read it back. `retrieved` is not part of it.
+ */
+export function thingEtag(thing: StoredThing): string {
+  const canonical = (value: unknown): unknown => {
+    if (Array.isArray(value)) return value.map(canonical);
+    if (!isObject(value)) return value;
+    return Object.fromEntries(
+      Object.keys(value)
+        .sort()
+        .map((key) => [key, canonical(value[key])]),
+    );
+  };
+  const digest = createHash("sha256")
+    .update(JSON.stringify(canonical({ td: thing.td, registration: thing.registration })))
+    .digest("base64url");
+  return `"${digest.slice(0, 27)}"`;
+}
+
+/** Whether an If-Match header value (`*` or entity tags) matches `current` (strong comparison). */
+function ifMatches(header: string, current: StoredThing | undefined): boolean {
+  if (current === undefined) return false;
+  if (header.trim() === "*") return true;
+  const etag = thingEtag(current);
+  // Entity tags are quoted strings, optionally weak (W/), separated by commas; weak never match.
+  for (const [, weak, tag] of header.matchAll(/\s*(W\/)?("[^"]*")\s*,?/g))
+    if (!weak && tag === etag) return true;
+  return false;
 }
 
 export function mountThingsApi(app: Hono, options: ThingsApiOptions): Directory {
@@ -114,18 +150,47 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): Directory 
 
   const location = (id: string) => `/things/${encodeURIComponent(id)}`;
 
+  /**
+   * Runs a client's write of `id` after its other writes (so an If-Match check and the write it
+   * guards see no write in between), or answers 412 when If-Match names another version.
+   */
+  const writes = new Map<string, Promise<unknown>>();
+  const conditional = (c: Context, id: string, write: () => Promise<Response>): Promise<Response> => {
+    const ifMatch = c.req.header("if-match");
+    const guarded = async () => {
+      if (ifMatch !== undefined && !ifMatches(ifMatch, await directory.get(id))) {
+        return problem(c, {
+          title: "Precondition Failed",
+          status: 412,
+          detail: `the Thing Description ${id} is not the one If-Match names (${ifMatch}): it changed, or is gone; GET it again for its ETag`,
+        });
+      }
+      return write();
+    };
+    const previous = writes.get(id) ?? Promise.resolve();
+    const next = previous.then(guarded, guarded);
+    const tail = next.catch(() => undefined);
+    writes.set(id, tail);
+    void tail.then(() => {
+      if (writes.get(id) === tail) writes.delete(id);
+    });
+    return next;
+  };
+
   app.put("/things/:id", limited, async (c) => {
     const id = c.req.param("id");
     const forbidden = owned(c, id);
     if (forbidden) return forbidden;
     const body = await readJson(c, [TD_JSON, "application/json"]);
     if (body instanceof Response) return body;
-    try {
-      const { created } = await directory.put(id, body);
-      return c.body(null, created ? 201 : 204, created ? { Location: location(id) } : {});
-    } catch (err) {
-      return refused(c, err);
-    }
+    return conditional(c, id, async () => {
+      try {
+        const { created } = await directory.put(id, body);
+        return c.body(null, created ? 201 : 204, created ? { Location: location(id) } : {});
+      } catch (err) {
+        return refused(c, err);
+      }
+    });
   });
 
   app.post("/things", limited, async (c) => {
@@ -145,7 +210,10 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): Directory 
     const id = c.req.param("id");
     const thing = await directory.get(id);
     if (!thing) return notFound(c, id);
-    return c.body(JSON.stringify(enriched(thing, directory.now())), 200, { "Content-Type": TD_JSON });
+    return c.body(JSON.stringify(enriched(thing, directory.now())), 200, {
+      "Content-Type": TD_JSON,
+      ETag: thingEtag(thing),
+    });
   });
 
   app.patch("/things/:id", limited, async (c) => {
@@ -154,19 +222,23 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): Directory 
     if (forbidden) return forbidden;
     const body = await readJson(c, [MERGE_PATCH]);
     if (body instanceof Response) return body;
-    try {
-      await directory.patch(id, body);
-      return c.body(null, 204);
-    } catch (err) {
-      return refused(c, err);
-    }
+    return conditional(c, id, async () => {
+      try {
+        await directory.patch(id, body);
+        return c.body(null, 204);
+      } catch (err) {
+        return refused(c, err);
+      }
+    });
   });
 
   app.delete("/things/:id", async (c) => {
     const id = c.req.param("id");
     const forbidden = owned(c, id);
     if (forbidden) return forbidden;
-    return (await directory.delete(id)) ? c.body(null, 204) : notFound(c, id);
+    return conditional(c, id, async () =>
+      (await directory.delete(id)) ? c.body(null, 204) : notFound(c, id),
+    );
   });
 
   app.get("/things", async (c) => {

@@ -10,13 +10,18 @@ import { type DirectoryStore, statusGraph } from "./store.js";
  * entanglement figures (and where it runs), written by the gateway, never by clients, so one SPARQL
  * query can join a twin's TD with how it is doing ("twins of schema S, Entangled, ODTE >= 0.9").
  *
- * Lifecycle changes are written at once; entanglement figures, which move at every evaluation, at
- * most once per interval per twin. A write carries the twin's state at write time, so writes
- * coalesce, and one twin's writes are serialised so an older status never overwrites a newer one.
+ * Lifecycle changes are written at once, and at most once per LIFECYCLE_WRITE_GAP_MS per twin: the
+ * changes of a flapping PT within the gap become one write at its end. Entanglement figures, which
+ * move at every evaluation, at most once per interval per twin. A write carries the twin's state at
+ * write time, so writes coalesce (one queued at most per twin), and one twin's writes are
+ * serialised so an older status never overwrites a newer one.
  */
 
 const DTC = "https://w3id.org/dtc#";
 const XSD = "http://www.w3.org/2001/XMLSchema#";
+
+/** Shortest time between two lifecycle writes of one twin, ms. */
+export const LIFECYCLE_WRITE_GAP_MS = 1000;
 
 export type PlatformName = "InProcess" | "Docker" | "Kubernetes";
 
@@ -70,6 +75,8 @@ export interface TwinStatusOptions {
   store: DirectoryStore;
   /** Shortest time between two entanglement writes of one twin, ms (default 5,000). */
   intervalMs?: number;
+  /** Shortest time between two lifecycle writes of one twin, ms (default LIFECYCLE_WRITE_GAP_MS). */
+  lifecycleGapMs?: number;
   logger?: Logger;
 }
 
@@ -80,7 +87,12 @@ interface Watched {
   unlisten: () => void;
   /** The last write of this twin, so writes stay in order. */
   writing: Promise<void>;
+  /** A write is queued and has not read the status yet: a new change needs no other. */
+  queued: boolean;
   dirty: boolean;
+  /** When the last lifecycle write was asked for, and the write due at the end of the gap. */
+  lifecycleWrittenAt: number;
+  trailing: NodeJS.Timeout | undefined;
 }
 
 export class TwinStatusPublisher {
@@ -88,10 +100,12 @@ export class TwinStatusPublisher {
   readonly #logger: Logger | undefined;
   readonly #watched = new Map<string, Watched>();
   readonly #timer: NodeJS.Timeout;
+  readonly #lifecycleGapMs: number;
 
   constructor(options: TwinStatusOptions) {
     this.#store = options.store;
     this.#logger = options.logger;
+    this.#lifecycleGapMs = options.lifecycleGapMs ?? LIFECYCLE_WRITE_GAP_MS;
     this.#timer = setInterval(() => {
       for (const watched of this.#watched.values()) if (watched.dirty) this.#write(watched);
     }, options.intervalMs ?? 5_000);
@@ -103,15 +117,19 @@ export class TwinStatusPublisher {
    * Watching a TD id again (the twin moved, or restarted) replaces the previous source.
    */
   watch(source: StatusSource, tdId: string, placement: TwinPlacement = {}): Promise<void> {
-    this.#watched.get(tdId)?.unlisten();
+    const previous = this.#watched.get(tdId);
+    if (previous) this.#forget(previous);
     const watched: Watched = {
       source,
       tdId,
       placement,
       dirty: false,
-      writing: this.#watched.get(tdId)?.writing ?? Promise.resolve(),
+      queued: false,
+      writing: previous?.writing ?? Promise.resolve(),
+      lifecycleWrittenAt: Date.now(),
+      trailing: undefined,
       unlisten: source.onStatus({
-        lifecycleChanged: () => this.#write(watched),
+        lifecycleChanged: () => this.#lifecycleChanged(watched),
         entanglementEvaluated: () => {
           watched.dirty = true;
         },
@@ -125,26 +143,60 @@ export class TwinStatusPublisher {
   async unwatch(tdId: string): Promise<void> {
     const watched = this.#watched.get(tdId);
     if (!watched) return;
-    watched.unlisten();
+    this.#forget(watched);
     this.#watched.delete(tdId);
     await watched.writing;
     await this.#store.deleteGraph(statusGraph(tdId)).catch((err) => this.#failed(tdId, err));
   }
 
-  /** Writes every twin whose figures moved since its last write (tests, shutdown). */
+  /** Writes every twin whose status moved since its last write (tests, shutdown). */
   async flush(): Promise<void> {
-    await Promise.all([...this.#watched.values()].map((w) => (w.dirty ? this.#write(w) : w.writing)));
+    await Promise.all(
+      [...this.#watched.values()].map((w) => {
+        if (w.trailing === undefined && !w.dirty) return w.writing;
+        clearTimeout(w.trailing);
+        w.trailing = undefined;
+        return this.#write(w);
+      }),
+    );
   }
 
   close(): void {
     clearInterval(this.#timer);
-    for (const watched of this.#watched.values()) watched.unlisten();
+    for (const watched of this.#watched.values()) this.#forget(watched);
     this.#watched.clear();
+  }
+
+  #forget(watched: Watched): void {
+    watched.unlisten();
+    clearTimeout(watched.trailing);
+    watched.trailing = undefined;
+  }
+
+  /** At once, unless the last lifecycle write is less than the gap ago: then once, at its end. */
+  #lifecycleChanged(watched: Watched): void {
+    if (watched.trailing !== undefined) return;
+    const wait = watched.lifecycleWrittenAt + this.#lifecycleGapMs - Date.now();
+    const write = () => {
+      watched.trailing = undefined;
+      watched.lifecycleWrittenAt = Date.now();
+      void this.#write(watched);
+    };
+    if (wait <= 0) {
+      write();
+      return;
+    }
+    watched.trailing = setTimeout(write, wait);
+    watched.trailing.unref();
   }
 
   #write(watched: Watched): Promise<void> {
     watched.dirty = false;
+    // The queued write reads the status when it runs: it carries this change too.
+    if (watched.queued) return watched.writing;
+    watched.queued = true;
     watched.writing = watched.writing.then(async () => {
+      watched.queued = false;
       // Unwatched while waiting: the graph is being dropped, do not bring it back.
       if (this.#watched.get(watched.tdId) !== watched) return;
       let status: ReturnType<StatusSource["status"]>;

@@ -2,7 +2,7 @@
  * Entanglement of a twin with its physical twin, as the ODTE of paper 002 (section 5.3), over a
  * sliding window W. Pure: time is passed in (epoch milliseconds), nothing is read from a clock.
  *
- *   T = (updates in W with delay <= Td) / (updates in W), 0 when there are none
+ *   T = (updates in W with 0 <= delay <= Td) / (updates in W), 0 when there are none
  *   R = min(1, updates in W / (Re x W))
  *   A = share of W during which the PT was reachable from the twin
  *   ODTE = T x R x A
@@ -40,6 +40,18 @@ export interface EntanglementFigures {
   entangled: boolean;
   /** Whether a whole W has passed since measuring began. */
   windowFilled: boolean;
+}
+
+/**
+ * Whether an update's delay (commit time minus PT timestamp) shows it fresh: 0 <= delay <= Td.
+ * A negative delay is never timely. It proves the PT's clock is ahead of the twin's by at least
+ * that much, and then the true delay (measured = true + offset) is unknown: it may be well past
+ * Td. T counts the updates received in at most Td (paper 002, section 5.3), which presumes
+ * synchronised clocks; clamping to 0 would instead reward a PT for a clock running ahead (up to
+ * MAX_FUTURE_SKEW_MS, src/runtime/physical-event.ts). Keep the PTs' clocks synchronised (NTP, PTP).
+ */
+export function isTimely(delayMs: number, desiredTimelinessMs: number): boolean {
+  return delayMs >= 0 && delayMs <= desiredTimelinessMs;
 }
 
 /** A growable ring buffer of (time, flag) pairs: push at the tail, evict at the head, both O(1) amortised. */
@@ -136,6 +148,23 @@ export interface EntanglementObservations {
   gaps: [number, number][];
 }
 
+/** The figures of a window that has measured nothing yet. */
+export const UNMEASURED = {
+  odte: 0,
+  timeliness: 0,
+  reliability: 0,
+  availability: 0,
+  updates: 0,
+  windowSeconds: 0,
+  entangled: false,
+  windowFilled: false,
+} as const satisfies Partial<EntanglementFigures>;
+
+/** Observations of a window that has observed nothing yet. */
+export function noObservations(): EntanglementObservations {
+  return { since: undefined, lastUpdate: undefined, updates: [], down: [], downSince: undefined, gaps: [] };
+}
+
 /** Sliding-window ODTE of one twin. */
 export class EntanglementWindow {
   readonly params: FidelityParams;
@@ -184,7 +213,7 @@ export class EntanglementWindow {
   /** One state update, committed at `committedAt`, stamped `ptTimestamp` by the PT. */
   recordUpdate(committedAt: number, ptTimestamp: number): void {
     this.start(committedAt);
-    const timely = committedAt - ptTimestamp <= this.params.desiredTimelinessMs;
+    const timely = isTimely(committedAt - ptTimestamp, this.params.desiredTimelinessMs);
     this.#updates.push(committedAt, timely);
     if (timely) this.#timelyCount++;
     const previous = this.#lastUpdate ?? (this.#since as number);
@@ -261,19 +290,7 @@ export class EntanglementWindow {
       threshold: p.threshold,
       evaluatedAt: new Date(now).toISOString(),
     };
-    if (this.#since === undefined) {
-      return {
-        ...base,
-        odte: 0,
-        timeliness: 0,
-        reliability: 0,
-        availability: 0,
-        updates: 0,
-        windowSeconds: 0,
-        entangled: false,
-        windowFilled: false,
-      };
-    }
+    if (this.#since === undefined) return { ...base, ...UNMEASURED };
     const elapsed = now - this.#since;
     const windowMs = Math.min(this.#windowMs, Math.max(elapsed, 1000 / p.expectedUpdateRateHz));
     const from = now - windowMs;

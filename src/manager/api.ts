@@ -28,6 +28,7 @@ const TITLES = {
   409: "Conflict",
   502: "Bad Gateway",
   503: "Service Unavailable",
+  504: "Gateway Timeout",
 } as const;
 
 async function body(c: Context): Promise<unknown> {
@@ -105,9 +106,7 @@ export function mountManagerApi(
   });
   api.get("/nodes/:id", async (c) => c.json(await nodeView(c.req.param("id"))));
   api.delete("/nodes/:id", async (c) => {
-    const id = c.req.param("id");
-    inventory.node(id);
-    await inventory.removeNode(id, manager.countOn(id));
+    await manager.removeNode(c.req.param("id"));
     return c.body(null, 204);
   });
 

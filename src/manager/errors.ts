@@ -3,11 +3,12 @@ import type { ValidationIssue } from "../wot/validation.js";
 
 /**
  * A request the manager refuses or cannot carry out: 400 bad input, 404 unknown id, 409 conflict
- * with what exists, 502 a platform failed doing it, 503 a platform does not answer.
+ * with what exists, 502 a platform failed doing it, 503 a platform cannot be reached, 504 a
+ * platform (or the operation) did not finish in time.
  */
 export class ManagerError extends Error {
   constructor(
-    readonly status: 400 | 404 | 409 | 502 | 503,
+    readonly status: 400 | 404 | 409 | 502 | 503 | 504,
     message: string,
     readonly validationErrors?: ValidationIssue[],
   ) {

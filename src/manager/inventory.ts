@@ -22,6 +22,7 @@ import {
   type DtcNode,
   type DtPackage,
   ID_PATTERN,
+  MAX_ODTE_WINDOW_S,
   nodeInput,
   type PackageParameter,
   packageInput,
@@ -316,6 +317,14 @@ export class Inventory {
       summary: this.#summarise(id, iri, model as ThingModel, false, new Date().toISOString()),
       model: model as ThingModel,
     };
+    const window = entry.summary.fidelity?.odteWindow;
+    if (window !== undefined && !(window <= MAX_ODTE_WINDOW_S)) {
+      this.#registry.delete(iri);
+      const description = `must be at most ${MAX_ODTE_WINDOW_S} s (the twin keeps every update of its window)`;
+      throw new ManagerError(400, `Thing Model ${iri}: dtc:fidelity.dtc:odteWindow ${description}`, [
+        { field: "dtc:fidelity.dtc:odteWindow", description },
+      ]);
+    }
     this.#store.schemas.put(id, entry);
     await this.#publishSchema(entry);
     return entry.summary;

@@ -117,6 +117,7 @@ export class ManagerStore {
 
   /** This gateway's id, made at its first start (its containers carry it). */
   readonly gatewayId: string;
+  #countSnapshots: Database.Statement<[string], number> | undefined;
 
   constructor(path: string) {
     mkdirSync(dirname(path), { recursive: true });
@@ -158,6 +159,14 @@ export class ManagerStore {
       .prepare<[string], string>("SELECT value FROM meta WHERE key = ?")
       .pluck()
       .get(`secret:${key}`) as string;
+  }
+
+  /** How many snapshots of instance `instance` are kept (without reading them). */
+  snapshotCount(instance: string): number {
+    this.#countSnapshots ??= this.#db
+      .prepare<[string], number>("SELECT COUNT(*) FROM snapshots WHERE json_extract(json, '$.instance') = ?")
+      .pluck();
+    return this.#countSnapshots.get(instance) ?? 0;
   }
 
   /** Runs `writes` as one transaction: all of them are durable, or none. */

@@ -4,7 +4,7 @@ import { packageVersion } from "../paths.js";
 import { PLATFORMS } from "../platforms/driver.js";
 import { TD_CONTEXT_1_1 } from "../wot/jsonld-loader.js";
 import type { JsonObject } from "../wot/rdf.js";
-import { DESIRED_STATES, ID_PATTERN, PARAMETER_TYPES, TIERS } from "./model.js";
+import { DESIRED_STATES, ID_PATTERN, MAX_ODTE_WINDOW_S, PARAMETER_TYPES, TIERS } from "./model.js";
 
 /**
  * The DTC Manager's own Thing Description: its HTTP API under /api as WoT actions, one per function
@@ -203,7 +203,7 @@ const fidelityOverrides = obj("Overrides of the schema's fidelity for this insta
   desiredTimeliness: num("Td, ms", { exclusiveMinimum: 0 }),
   expectedUpdateRate: num("Re, Hz", { exclusiveMinimum: 0 }),
   odteThreshold: num("ODTE threshold", { minimum: 0, maximum: 1 }),
-  odteWindow: num("W, s", { exclusiveMinimum: 0 }),
+  odteWindow: num("W, s", { exclusiveMinimum: 0, maximum: MAX_ODTE_WINDOW_S }),
 });
 const configuration = mapOf("Values of the package's parameters, by name", scalar);
 const startInput = obj(

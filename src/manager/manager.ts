@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { type Directory, DirectoryError } from "../directory/directory.js";
 import type { TwinPlacement, TwinStatusPublisher } from "../directory/twin-status.js";
+import { noObservations, UNMEASURED } from "../domain/entanglement.js";
 import { LIFECYCLE_STATES } from "../domain/lifecycle.js";
 import type { Logger } from "../logger.js";
 import {
@@ -42,14 +43,24 @@ import {
  *
  * Desired state (the instance records) is durable; what runs is the drivers' business. After a
  * restart, or when a platform loses a twin, the reconcile loop starts it again from its last saved
- * state, as a Kubernetes controller would. Operations on one instance run one at a time.
+ * state, as a Kubernetes controller would. Operations on one instance run one at a time, each for
+ * at most the operation timeout; the reconcile loop works on each node apart, with a deadline, so
+ * a node that does not answer holds up no other; close() saves what it can within its deadline.
  */
 
 export const TWIN_TD_PREFIX = "urn:dtc:twin:";
 const DTC = "https://w3id.org/dtc#";
 const JSON_TYPE = "application/json";
-/** Instances the reconcile loop starts at once. */
+/** Instances the reconcile loop starts at once on one node. */
 const RECONCILE_CONCURRENCY = 8;
+/** Longest one operation on an instance holds its queue by default, ms (DTC_OPERATION_TIMEOUT_MS). */
+export const DEFAULT_OPERATION_TIMEOUT_MS = 5 * 60_000;
+/** Longest a reconcile pass waits for one node, ms; the node's work goes on, the next pass skips it. */
+export const RECONCILE_NODE_DEADLINE_MS = 60_000;
+/** Longest close() takes, ms: within `docker stop`'s 10 s grace, states saved first. */
+export const CLOSE_DEADLINE_MS = 8_000;
+/** Most snapshots kept of one instance: the next one is refused (409) until one is removed. */
+export const MAX_SNAPSHOTS_PER_INSTANCE = 100;
 
 export interface ManagerOptions {
   store: ManagerStore;
@@ -64,6 +75,12 @@ export interface ManagerOptions {
   reconcileIntervalMs?: number;
   /** How often running twins' states are saved, ms (default 30,000). */
   checkpointIntervalMs?: number;
+  /** Longest one operation on an instance may take, ms (default DEFAULT_OPERATION_TIMEOUT_MS). */
+  operationTimeoutMs?: number;
+  /** Longest a reconcile pass waits for one node, ms (default RECONCILE_NODE_DEADLINE_MS). */
+  reconcileDeadlineMs?: number;
+  /** Longest close() takes, ms (default CLOSE_DEADLINE_MS). */
+  closeDeadlineMs?: number;
   logger?: Logger;
 }
 
@@ -112,13 +129,17 @@ export class DtcManager {
   readonly #logger: Logger | undefined;
   readonly #options: ManagerOptions;
   readonly #running = new Map<string, Running>();
-  /** Why the reconcile loop could not start an instance (cleared once it runs). */
+  /** Why an instance could not be started, or its last operation was given up (cleared once it runs). */
   readonly #startFailures = new Map<string, string>();
   /** The tail of each instance's operation queue. */
   readonly #queues = new Map<string, Promise<unknown>>();
+  /** Nodes whose reconcile work went past its deadline and goes on: passes skip them until done. */
+  readonly #busyNodes = new Set<string>();
+  readonly #operationTimeoutMs: number;
   #timers: NodeJS.Timeout[] = [];
   #reconciling: Promise<void> | undefined;
   #closed = false;
+  #closing: Promise<void> | undefined;
 
   constructor(options: ManagerOptions) {
     this.#options = options;
@@ -130,6 +151,7 @@ export class DtcManager {
     this.#publicBase = options.publicBase;
     this.#secureTd = options.secureTd ?? ((td) => td);
     this.#logger = options.logger;
+    this.#operationTimeoutMs = options.operationTimeoutMs ?? DEFAULT_OPERATION_TIMEOUT_MS;
   }
 
   get inventory(): Inventory {
@@ -169,6 +191,19 @@ export class DtcManager {
     } catch (err) {
       return { ready: false, reason: (err as Error).message };
     }
+  }
+
+  /**
+   * Removes a node from the inventory (refused while instances are placed on it) and lets its
+   * driver release what it held for it: an in-process node's runtime, a Docker node's engine client.
+   */
+  async removeNode(id: string): Promise<void> {
+    const node = this.#inventory.node(id);
+    await this.#inventory.removeNode(id, this.countOn(id));
+    await this.#drivers
+      .get(node.platform)
+      ?.release(target(node))
+      .catch((err) => this.#logger?.warn({ err, node: id }, "releasing a removed node failed"));
   }
 
   /** How many instances are placed on `nodeId` (running or stopped). */
@@ -246,9 +281,10 @@ export class DtcManager {
     const node = this.#inventory.node(request.node);
     const configuration = resolveConfiguration(pkg, request.configuration);
     const id = request.id ?? this.#newId(pkg.id);
-    return this.#serial(id, async () => {
+    const starting = this.#serial(id, `starting instance "${id}" on node "${node.id}"`, async (signal) => {
       if (this.#store.instances.get(id)) throw new ManagerError(409, `an instance with id "${id}" exists`);
       await this.#checkFit(pkg, node, undefined, request.fidelity?.desiredTimeliness);
+      signal.throwIfAborted();
       const now = new Date().toISOString();
       const record: InstanceRecord = {
         id,
@@ -266,18 +302,27 @@ export class DtcManager {
       // Desired state first: if the gateway dies mid-start, the reconcile loop finishes the job.
       this.#store.instances.put(id, record);
       try {
-        await this.#launch(record, undefined);
+        await this.#launch(record, undefined, signal);
       } catch (err) {
-        this.#store.instances.delete(id);
+        // Given up (timed out): the record stays, as after a crash mid-start.
+        if (!signal.aborted) this.#store.instances.delete(id);
         throw err;
       }
       return this.#view(record, { td: true });
+    });
+    return starting.catch((err: unknown) => {
+      if (err instanceof OperationTimeout && this.#store.instances.get(id)) {
+        throw new OperationTimeout(
+          `${err.message}: instance "${id}" stays recorded and the reconcile loop keeps starting it (DELETE /api/instances/${id} gives up)`,
+        );
+      }
+      throw err;
     });
   }
 
   /** Stop: detached from the PT (Done); its TD stays in the directory with its state. */
   async stop(id: string): Promise<InstanceView> {
-    return this.#serial(id, async () => {
+    return this.#serial(id, `stopping instance "${id}"`, async () => {
       const record = this.#record(id);
       const running = this.#runningOf(record);
       await running.handle.stop();
@@ -289,7 +334,7 @@ export class DtcManager {
 
   /** Start a stopped instance again (resume): it attaches to its PT with the state it had. */
   async resume(id: string): Promise<InstanceView> {
-    return this.#serial(id, async () => {
+    return this.#serial(id, `starting instance "${id}" again`, async () => {
       const record = this.#record(id);
       const running = this.#runningOf(record);
       if (running.handle.status().lifecycle !== "Done") {
@@ -303,7 +348,7 @@ export class DtcManager {
 
   /** Restart: fresh from its original configuration, same id, TD and URLs. */
   async restart(id: string): Promise<InstanceView> {
-    return this.#serial(id, async () => {
+    return this.#serial(id, `restarting instance "${id}"`, async () => {
       const record = this.#record(id);
       const running = this.#runningOf(record);
       await running.handle.restart();
@@ -317,7 +362,7 @@ export class DtcManager {
 
   /** Remove: the twin, its TD and status in the directory, its saved state and its snapshots. */
   async remove(id: string): Promise<void> {
-    await this.#serial(id, async () => {
+    await this.#serial(id, `removing instance "${id}"`, async () => {
       this.#record(id);
       await this.#unpublish(id);
       const running = this.#running.get(id);
@@ -369,9 +414,16 @@ export class DtcManager {
 
   /** Snapshot: configuration, state and history, kept until removed (or the instance is). */
   async snapshot(id: string): Promise<SnapshotSummary> {
-    return this.#serial(id, async () => {
+    return this.#serial(id, `taking a snapshot of instance "${id}"`, async () => {
       const record = this.#record(id);
       const running = this.#runningOf(record);
+      const kept = this.#store.snapshotCount(id);
+      if (kept >= MAX_SNAPSHOTS_PER_INSTANCE) {
+        throw new ManagerError(
+          409,
+          `instance "${id}" has ${kept} snapshots, the most kept per instance (${MAX_SNAPSHOTS_PER_INSTANCE}): remove one first (DELETE /api/snapshots/{id})`,
+        );
+      }
       const state = await running.handle.exportState();
       const snapshot: StoredSnapshot = {
         id: randomUUID(),
@@ -419,10 +471,11 @@ export class DtcManager {
     this.#inventory.checkBrokerUrl(snapshot.record.brokerUrl);
     const node = this.#inventory.node(parsed.data.node);
     const id = parsed.data.id ?? snapshot.instance;
-    return this.#serial(id, async () => {
+    return this.#serial(id, `restoring snapshot ${snapshotId} as instance "${id}"`, async (signal) => {
       const existing = this.#store.instances.get(id);
       const pkg = this.#packageFor(snapshot.record, node);
       await this.#checkFit(pkg, node, id, snapshot.record.fidelity?.desiredTimeliness);
+      signal.throwIfAborted();
       const now = new Date().toISOString();
       const record: InstanceRecord = {
         ...structuredClone(snapshot.record),
@@ -444,8 +497,9 @@ export class DtcManager {
       }
       this.#store.instances.put(id, record);
       try {
-        await this.#launch(record, snapshot.state);
+        await this.#launch(record, snapshot.state, signal);
       } catch (err) {
+        if (signal.aborted) throw err;
         if (existing) this.#store.instances.put(id, existing);
         else this.#store.instances.delete(id);
         throw err;
@@ -458,19 +512,27 @@ export class DtcManager {
   /**
    * Move: the twin continues on `node` with its state; same TD id, URLs and topics. The copy on
    * the target runs before the source goes, and the gateway's routing switches in between.
+   *
+   * Durable at each step: the exported state is saved before the target starts (a crash, or a
+   * target that fails, leaves the source with it), and the record names the target before the
+   * source is removed (a crash then brings the twin back on the target; a leftover source
+   * container is an orphan the reconcile loop removes).
    */
   async move(id: string, input: unknown): Promise<InstanceView> {
     const parsed = moveInput.safeParse(input);
     if (!parsed.success) throw invalid("move request", parsed.error);
     const node = this.#inventory.node(parsed.data.node);
-    return this.#serial(id, async () => {
+    return this.#serial(id, `moving instance "${id}" to node "${node.id}"`, async (signal) => {
       const record = this.#record(id);
       const source = this.#runningOf(record);
       if (record.node === node.id)
         throw new ManagerError(409, `instance "${id}" already runs on node "${node.id}"`);
       const pkg = this.#packageFor(record, node);
       await this.#checkFit(pkg, node, id, record.fidelity?.desiredTimeliness);
+      signal.throwIfAborted();
       const state = await source.handle.exportState();
+      this.#store.states.put(id, state);
+      source.savedFingerprint = fingerprint(state);
       const moved: InstanceRecord = {
         ...record,
         package: pkg.id,
@@ -478,18 +540,24 @@ export class DtcManager {
         platform: node.platform,
         updatedAt: new Date().toISOString(),
       };
-      const handle = await this.#driver(node).start(this.#spec(moved, pkg, node, state));
+      let handle: InstanceHandle;
+      try {
+        handle = await this.#driver(node).start(this.#spec(moved, pkg, node, state));
+      } catch (err) {
+        throw asManagerError(err);
+      }
+      if (signal.aborted) {
+        await handle.remove({ handover: true }).catch(() => undefined);
+        throw signal.reason;
+      }
       source.unlisten();
-      this.#adopt(moved, handle);
+      this.#adopt(moved, handle, fingerprint(state));
+      this.#store.instances.put(id, moved);
       try {
         await source.handle.remove({ handover: true });
       } catch (err) {
         this.#logger?.warn({ err, instance: id }, "removing the source of a move failed");
       }
-      this.#store.transaction(() => {
-        this.#store.instances.put(id, moved);
-        this.#store.states.put(id, state);
-      });
       await this.#publish(moved, handle);
       return this.#view(moved, { td: true });
     });
@@ -503,12 +571,15 @@ export class DtcManager {
     const source = this.#record(id);
     this.#inventory.checkBrokerUrl(source.brokerUrl);
     const cloneId = parsed.data.id ?? this.#newId(id);
-    const state = await this.#serial(id, () => this.#runningOf(source).handle.exportState());
-    return this.#serial(cloneId, async () => {
+    const state = await this.#serial(id, `exporting the state of instance "${id}"`, () =>
+      this.#runningOf(source).handle.exportState(),
+    );
+    return this.#serial(cloneId, `cloning instance "${id}" as "${cloneId}"`, async (signal) => {
       if (this.#store.instances.get(cloneId))
         throw new ManagerError(409, `an instance with id "${cloneId}" exists`);
       const pkg = this.#packageFor(source, node);
       await this.#checkFit(pkg, node, undefined, source.fidelity?.desiredTimeliness);
+      signal.throwIfAborted();
       const now = new Date().toISOString();
       const record: InstanceRecord = {
         ...structuredClone(source),
@@ -522,11 +593,20 @@ export class DtcManager {
         origin: { clonedFrom: id },
         failures: undefined,
       };
-      this.#store.instances.put(cloneId, record);
+      // With its state: a crash mid-start brings the clone back as it was cloned.
+      this.#store.transaction(() => {
+        this.#store.instances.put(cloneId, record);
+        this.#store.states.put(cloneId, state);
+      });
       try {
-        await this.#launch(record, state);
+        await this.#launch(record, state, signal);
       } catch (err) {
-        this.#store.instances.delete(cloneId);
+        if (!signal.aborted) {
+          this.#store.transaction(() => {
+            this.#store.instances.delete(cloneId);
+            this.#store.states.delete(cloneId);
+          });
+        }
         throw err;
       }
       return this.#view(record, { td: true });
@@ -537,9 +617,11 @@ export class DtcManager {
 
   /**
    * Starts every instance that should run and does not (after a restart, or lost by its platform),
-   * from its last saved state, and removes what platforms run that no instance accounts for.
+   * from its last saved state, and removes what platforms run that no instance accounts for. Each
+   * node on its own: one whose engine does not answer is reported, and the others go on.
    */
   reconcile(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
     this.#reconciling ??= this.#reconcileOnce().finally(() => {
       this.#reconciling = undefined;
     });
@@ -547,57 +629,106 @@ export class DtcManager {
   }
 
   async #reconcileOnce(): Promise<void> {
-    const due = this.#store.instances.all().filter((record) => {
+    const due = new Map<string, InstanceRecord[]>();
+    for (const record of this.#store.instances.all()) {
       const running = this.#running.get(record.id);
-      return !running || running.failed !== undefined;
-    });
-    // A few at a time: after a restart, a thousand instances one by one would take ten seconds.
-    const workers = Array.from({ length: Math.min(RECONCILE_CONCURRENCY, due.length) }, async () => {
-      for (let record = due.shift(); record !== undefined; record = due.shift()) {
-        if (this.#closed) return;
-        await this.#reconcileInstance(record);
+      if (running && running.failed === undefined) continue;
+      due.set(record.node, [...(due.get(record.node) ?? []), record]);
+    }
+    const nodes = new Set([...this.#inventory.nodes().map((n) => n.id), ...due.keys()]);
+    await Promise.all([...nodes].map((node) => this.#reconcileNode(node, due.get(node) ?? [])));
+  }
+
+  /** One node's share of a pass, waited for until the deadline; past it the pass goes on without it. */
+  async #reconcileNode(nodeId: string, due: InstanceRecord[]): Promise<void> {
+    if (this.#busyNodes.has(nodeId)) {
+      this.#logger?.warn({ node: nodeId }, "reconcile skips the node: its previous pass is not done");
+      return;
+    }
+    this.#busyNodes.add(nodeId);
+    const work = this.#reconcileNodeWork(nodeId, due)
+      .catch((err) => this.#logger?.warn({ err, node: nodeId }, "reconciling the node failed"))
+      .finally(() => this.#busyNodes.delete(nodeId));
+    const deadlineMs = this.#options.reconcileDeadlineMs ?? RECONCILE_NODE_DEADLINE_MS;
+    if ((await settledWithin(work, deadlineMs)) === "late") {
+      this.#logger?.warn(
+        { node: nodeId, deadlineMs },
+        "reconciling the node takes longer than its deadline; the pass goes on without it",
+      );
+    }
+  }
+
+  async #reconcileNodeWork(nodeId: string, due: InstanceRecord[]): Promise<void> {
+    const node = this.#store.nodes.get(nodeId);
+    if (!node) {
+      for (const record of due) this.#startFailures.set(record.id, `node "${nodeId}" is not registered`);
+      return;
+    }
+    if (due.length > 0) {
+      // One question to the node, not one time-out per instance on a node that does not answer.
+      const readiness = await this.readiness(node);
+      if (!readiness.ready) {
+        const why = `node "${nodeId}" is not ready: ${readiness.reason}`;
+        for (const record of due) this.#startFailures.set(record.id, why);
+        this.#logger?.warn({ node: nodeId, instances: due.length, reason: readiness.reason }, why);
+        return;
       }
-    });
-    await Promise.all(workers);
-    await this.#removeOrphans();
+      // A few at a time: after a restart, a thousand instances one by one would take ten seconds.
+      const queue = [...due];
+      const workers = Array.from({ length: Math.min(RECONCILE_CONCURRENCY, queue.length) }, async () => {
+        for (let record = queue.shift(); record !== undefined; record = queue.shift()) {
+          if (this.#closed) return;
+          await this.#reconcileInstance(record).catch(() => undefined);
+        }
+      });
+      await Promise.all(workers);
+    }
+    await this.#removeOrphans(node);
   }
 
   #reconcileInstance(record: InstanceRecord): Promise<void> {
-    return this.#serial(record.id, async () => {
-      const current = this.#store.instances.get(record.id);
-      if (!current || this.#closed) return;
-      const stale = this.#running.get(record.id);
-      if (stale && stale.failed === undefined) return;
-      try {
-        if (stale) {
-          stale.unlisten();
-          this.#running.delete(record.id);
-          await stale.handle.remove().catch(() => undefined);
+    return this.#serial(
+      record.id,
+      `starting instance "${record.id}" on node "${record.node}"`,
+      async (signal) => {
+        const current = this.#store.instances.get(record.id);
+        if (!current || this.#closed) return;
+        const stale = this.#running.get(record.id);
+        if (stale && stale.failed === undefined) return;
+        try {
+          if (stale) {
+            stale.unlisten();
+            this.#running.delete(record.id);
+            await stale.handle.remove().catch(() => undefined);
+          }
+          const saved = this.#store.states.get(current.id);
+          // Lost by its platform, the time it did not run counts against it (the runtime says the PT
+          // was unreachable). Not run since the gateway started: the gateway was down, not the twin.
+          const state = saved && !stale ? withFreshWindow(saved) : saved;
+          await this.#launch(current, state, signal);
+          this.#startFailures.delete(current.id);
+          this.#logger?.info({ instance: current.id, node: current.node }, "instance started by reconcile");
+        } catch (err) {
+          if (signal.aborted) return;
+          this.#startFailures.set(current.id, (err as Error).message);
+          this.#logger?.warn({ err, instance: current.id }, "reconcile could not start the instance");
         }
-        await this.#launch(current, this.#store.states.get(current.id) ?? undefined);
-        this.#startFailures.delete(current.id);
-        this.#logger?.info({ instance: current.id, node: current.node }, "instance started by reconcile");
-      } catch (err) {
-        this.#startFailures.set(current.id, (err as Error).message);
-        this.#logger?.warn({ err, instance: current.id }, "reconcile could not start the instance");
-      }
-    });
+      },
+    );
   }
 
-  async #removeOrphans(): Promise<void> {
-    for (const node of this.#inventory.nodes()) {
-      const driver = this.#drivers.get(node.platform);
-      if (!driver || this.#closed) continue;
-      const ids = await driver.running(target(node)).catch(() => [] as string[]);
-      for (const id of ids) {
-        if (this.#owns(id, node.id)) continue;
-        // In the instance's queue: a move or restore to this node may be starting it right now.
-        await this.#serial(id, async () => {
-          if (this.#closed || this.#owns(id, node.id)) return;
-          this.#logger?.warn({ instance: id, node: node.id }, "removing an orphaned instance");
-          await driver.removeOrphan(target(node), id);
-        }).catch((err) => this.#logger?.warn({ err }, "orphan removal failed"));
-      }
+  async #removeOrphans(node: DtcNode): Promise<void> {
+    const driver = this.#drivers.get(node.platform);
+    if (!driver || this.#closed) return;
+    const ids = await driver.running(target(node)).catch(() => [] as string[]);
+    for (const id of ids) {
+      if (this.#owns(id, node.id)) continue;
+      // In the instance's queue: a move or restore to this node may be starting it right now.
+      await this.#serial(id, `removing orphan "${id}" from node "${node.id}"`, async () => {
+        if (this.#closed || this.#owns(id, node.id)) return;
+        this.#logger?.warn({ instance: id, node: node.id }, "removing an orphaned instance");
+        await driver.removeOrphan(target(node), id);
+      }).catch((err) => this.#logger?.warn({ err }, "orphan removal failed"));
     }
   }
 
@@ -609,42 +740,110 @@ export class DtcManager {
   }
 
   /** Saves the state of every running twin that changed since its last save. */
-  async checkpoint(): Promise<void> {
-    let done = 0;
-    for (const [id, running] of this.#running) {
-      if (this.#closed) return;
-      // Exports and commits are synchronous: give the event loop (telemetry, requests) a turn now
-      // and then, or a thousand twins would hold it for a third of a second.
-      if (++done % 4 === 0) await new Promise((resolve) => setImmediate(resolve));
-      await this.#serial(id, () => this.#saveState(id, running)).catch((err) =>
-        this.#logger?.warn({ err, instance: id }, "saving the instance's state failed"),
-      );
-    }
+  checkpoint(): Promise<void> {
+    return this.#saveStates(() => this.#closed);
   }
 
-  /** Saves every state, then lets the drivers go (instances stay desired: the next start brings them back). */
-  async close(): Promise<void> {
+  /**
+   * Saves running twins' states that changed, node by node in parallel (a node whose twins do not
+   * answer holds up no other), one twin at a time on each, until `stop` says so.
+   */
+  async #saveStates(stop: () => boolean): Promise<void> {
+    const byNode = new Map<string, [string, Running][]>();
+    for (const entry of this.#running) {
+      const node = entry[1].handle.node;
+      byNode.set(node, [...(byNode.get(node) ?? []), entry]);
+    }
+    await Promise.all(
+      [...byNode.values()].map(async (entries) => {
+        let done = 0;
+        for (const [id, running] of entries) {
+          if (stop()) return;
+          // Exports and commits are synchronous: give the event loop (telemetry, requests) a turn now
+          // and then, or a thousand twins would hold it for a third of a second.
+          if (++done % 4 === 0) await new Promise((resolve) => setImmediate(resolve));
+          await this.#serial(id, `saving the state of instance "${id}"`, () =>
+            this.#saveState(id, running),
+          ).catch((err) => this.#logger?.warn({ err, instance: id }, "saving the instance's state failed"));
+        }
+      }),
+    );
+  }
+
+  /**
+   * Saves every state, then lets the drivers go (instances stay desired: the next start brings
+   * them back). Within the close deadline whatever hangs: a twin whose state cannot be saved in
+   * time keeps its last checkpoint.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     for (const timer of this.#timers) clearInterval(timer);
-    await this.#reconciling;
-    await this.checkpoint();
+    const deadline = Date.now() + (this.#options.closeDeadlineMs ?? CLOSE_DEADLINE_MS);
+    const left = () => Math.max(0, deadline - Date.now());
+    // No new work from here; work already queued on an instance finishes (or not) within the deadline.
     this.#closed = true;
-    await Promise.allSettled([...this.#queues.values()]);
+    if (
+      (await settledWithin(
+        this.#saveStates(() => false),
+        left(),
+      )) === "late"
+    ) {
+      this.#logger?.warn(
+        "closing: not every twin's state could be saved in time; they keep their last checkpoint",
+      );
+    }
+    await settledWithin(Promise.allSettled([...this.#queues.values()]), left());
     for (const running of this.#running.values()) running.unlisten();
     this.#running.clear();
-    for (const driver of this.#drivers.values()) await driver.close();
+    for (const driver of this.#drivers.values()) {
+      const closing = driver.close().catch((err) => this.#logger?.warn({ err }, "closing a driver failed"));
+      if ((await settledWithin(closing, left())) === "late") {
+        this.#logger?.warn({ platform: driver.platform }, "closing: the driver did not close in time");
+      }
+    }
   }
 
   // ---- internals
 
-  #serial<T>(id: string, operation: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `operation` (`what` names it in errors) on instance `id` after those before it: one at a
+   * time per instance, each for at most the operation timeout. Past it the caller gets a 504, the
+   * failure is recorded, and the queue goes on; `signal` tells the given-up operation, which must
+   * then leave the instance alone (the manager checks it before its own writes).
+   */
+  #serial<T>(id: string, what: string, operation: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const previous = this.#queues.get(id) ?? Promise.resolve();
-    const next = previous.catch(() => undefined).then(operation);
+    const next = previous.catch(() => undefined).then(() => this.#timed(id, what, operation));
     const tail = next.catch(() => undefined);
     this.#queues.set(id, tail);
     void tail.then(() => {
       if (this.#queues.get(id) === tail) this.#queues.delete(id);
     });
     return next;
+  }
+
+  #timed<T>(id: string, what: string, operation: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const controller = new AbortController();
+    const ms = this.#operationTimeoutMs;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const timeout = new OperationTimeout(`${what} did not finish within ${ms} ms`);
+        controller.abort(timeout);
+        this.#logger?.warn({ instance: id, timeoutMs: ms }, timeout.message);
+        const running = this.#running.get(id);
+        if (!running || running.failed !== undefined) this.#startFailures.set(id, timeout.message);
+        reject(timeout);
+      }, ms);
+      timer.unref();
+      Promise.resolve()
+        .then(() => operation(controller.signal))
+        .then(resolve, reject)
+        .finally(() => clearTimeout(timer));
+    });
   }
 
   #record(id: string): InstanceRecord {
@@ -735,32 +934,42 @@ export class DtcManager {
     };
   }
 
-  /** Starts (or adopts) the instance of `record` through its node's driver and publishes it. */
-  async #launch(record: InstanceRecord, state: TwinState | undefined): Promise<void> {
+  /**
+   * Starts (or adopts) the instance of `record` through its node's driver and publishes it. Given
+   * up meanwhile (`signal`), it leaves no twin behind: one it started is removed again.
+   */
+  async #launch(record: InstanceRecord, state: TwinState | undefined, signal: AbortSignal): Promise<void> {
     const node = this.#inventory.node(record.node);
     const pkg = this.#store.packages.get(record.package);
     if (!pkg) throw new ManagerError(409, `package "${record.package}" no longer exists`);
     const driver = this.#driver(node);
     const spec = this.#spec(record, pkg, node, state);
-    let handle: InstanceHandle;
+    let handle: InstanceHandle | undefined;
+    let adopted = false;
     try {
-      handle = (await driver.adopt(spec)) ?? (await driver.start(spec));
+      handle = await driver.adopt(spec);
+      adopted = handle !== undefined;
+      handle ??= await driver.start(spec);
     } catch (err) {
       throw asManagerError(err);
     }
+    // An adopted container is the instance's own: the next attempt adopts it again.
+    if (signal.aborted && !adopted) await handle.remove().catch(() => undefined);
+    signal.throwIfAborted();
     if (record.desired === "stopped" && handle.status().lifecycle !== "Done") await handle.stop();
-    this.#adopt(record, handle);
+    this.#adopt(record, handle, state && fingerprint(state));
     await this.#publish(record, handle);
   }
 
-  #adopt(record: InstanceRecord, handle: InstanceHandle): void {
-    const running: Running = { handle, unlisten: () => {} };
+  /** Follows a started instance; `savedFingerprint`: that of the saved state it started from. */
+  #adopt(record: InstanceRecord, handle: InstanceHandle, savedFingerprint?: string): void {
+    const running: Running = { handle, unlisten: () => {}, savedFingerprint };
     running.unlisten = handle.onStatus({
       failed: (reason) => {
         running.failed = reason;
         this.#logger?.warn({ instance: record.id, reason }, "the platform lost the instance");
         const at = new Date().toISOString();
-        void this.#serial(record.id, async () => {
+        void this.#serial(record.id, `recording the failure of instance "${record.id}"`, async () => {
           const current = this.#store.instances.get(record.id);
           if (!current) return;
           const count = (current.failures?.count ?? 0) + 1;
@@ -824,6 +1033,48 @@ export class DtcManager {
       ...(options.td && running ? { td: this.#description(record, running.handle) } : {}),
     };
   }
+}
+
+/** An operation on an instance that did not finish within the operation timeout (it was given up). */
+export class OperationTimeout extends ManagerError {
+  constructor(message: string) {
+    super(504, message);
+    this.name = "OperationTimeout";
+  }
+}
+
+/** Whether `work` settled within `ms` ("late": it goes on, unwaited for). */
+async function settledWithin(work: Promise<unknown>, ms: number): Promise<"settled" | "late"> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<"late">((resolve) => {
+    timer = setTimeout(() => resolve("late"), ms);
+  });
+  try {
+    return await Promise.race([
+      work.then(
+        () => "settled" as const,
+        () => "settled" as const,
+      ),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * `state` with its entanglement window emptied: the twin measures afresh from its next binding,
+ * instead of counting the time the gateway was down as time its PT was unreachable.
+ */
+function withFreshWindow(state: TwinState): TwinState {
+  const { figures } = state.entanglement;
+  return {
+    ...state,
+    entanglement: {
+      figures: { ...figures, ...UNMEASURED },
+      observations: noObservations(),
+    },
+  };
 }
 
 function target(node: DtcNode): NodeTarget {

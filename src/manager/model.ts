@@ -154,11 +154,22 @@ export interface SchemaSummary {
   registeredAt: string;
 }
 
+/**
+ * Longest ODTE window W, s. A twin keeps every update of its window (in memory and in each saved
+ * state): W = 600 s of a 100 Hz PT is 60,000 of them. A schema or an instance asking for more is
+ * refused (400).
+ */
+export const MAX_ODTE_WINDOW_S = 600;
+
 const fidelity = z.strictObject({
   desiredTimeliness: z.number().positive().finite().optional(),
   expectedUpdateRate: z.number().positive().finite().optional(),
   odteThreshold: z.number().min(0).max(1).optional(),
-  odteWindow: z.number().positive().finite().optional(),
+  odteWindow: z
+    .number()
+    .positive()
+    .max(MAX_ODTE_WINDOW_S, `must be at most ${MAX_ODTE_WINDOW_S} s`)
+    .optional(),
 });
 
 export const startInput = z.strictObject({

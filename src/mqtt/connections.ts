@@ -10,6 +10,53 @@ import type { Logger } from "../logger.js";
 /** How long closing a connection waits for messages in flight, ms. */
 const END_GRACE_MS = 2000;
 
+/**
+ * Most messages a connection keeps for the broker while it is unreachable. mqtt.js would keep them
+ * all: a twin publishing its properties at 10 Hz through a broker outage of an hour is 36,000.
+ * Past it a QoS 0 publish drops the oldest QoS 0 one kept (what counts is the latest value); a
+ * QoS 1 or 2 publish is refused (its sender learns it was not sent).
+ */
+export const MAX_OFFLINE_MESSAGES = 1000;
+
+/** A publish was not kept for the broker: it is unreachable and as many messages as kept wait already. */
+export class MqttOfflineQueueFullError extends Error {
+  constructor(url: string, limit: number, what: "dropped" | "refused") {
+    super(
+      `the MQTT broker ${url} is unreachable and ${limit} messages wait for it: ${what === "dropped" ? "the oldest QoS 0 message was dropped" : "the message was not sent"}`,
+    );
+    this.name = "MqttOfflineQueueFullError";
+  }
+}
+
+type PublishPacket = { cmd?: string; qos?: number };
+
+/**
+ * Bounds what `client` keeps while disconnected to `limit` messages (see MAX_OFFLINE_MESSAGES). For
+ * any mqtt.js client of the process: node-wot's binding clients too.
+ */
+export function boundOfflineQueue(client: MqttClient, url: string, limit = MAX_OFFLINE_MESSAGES): void {
+  const publish = client.publish.bind(client) as (...args: unknown[]) => MqttClient;
+  client.publish = ((topic: string, message: string | Buffer, opts?: unknown, callback?: unknown) => {
+    const options = typeof opts === "function" ? undefined : (opts as { qos?: number } | undefined);
+    const done = (typeof opts === "function" ? opts : callback) as ((err?: Error) => void) | undefined;
+    if (!client.connected) {
+      const queue = client.queue as { packet: PublishPacket; cb?: (err?: Error) => void }[];
+      if ((options?.qos ?? 0) === 0) {
+        while (queue.length >= limit) {
+          const oldest = queue.findIndex((q) => q.packet.cmd === "publish" && (q.packet.qos ?? 0) === 0);
+          if (oldest < 0) break;
+          const [dropped] = queue.splice(oldest, 1);
+          dropped?.cb?.(new MqttOfflineQueueFullError(url, limit, "dropped"));
+        }
+      } else if (Object.keys(client.outgoing).length >= limit) {
+        done?.(new MqttOfflineQueueFullError(url, limit, "refused"));
+        return client;
+      }
+    }
+    return publish(topic, message, opts, callback);
+  }) as MqttClient["publish"];
+}
+
 /** Receives the messages of one subscribed topic. */
 export type MessageHandler = (topic: string, payload: Buffer) => void;
 /** Told when the connection to the broker comes up or goes down. */
@@ -58,6 +105,7 @@ export class SharedMqttConnection {
       reconnectOnConnackError: true,
       ...options,
     });
+    boundOfflineQueue(this.#client, url);
     this.#client.on("message", (topic, payload) => {
       const handlers = this.#handlers.get(topic);
       if (handlers) for (const handler of handlers) handler(topic, payload);
@@ -90,6 +138,11 @@ export class SharedMqttConnection {
 
   get connected(): boolean {
     return this.#client.connected;
+  }
+
+  /** Messages kept for the broker while it is unreachable (at most MAX_OFFLINE_MESSAGES of each QoS kind). */
+  get waiting(): number {
+    return this.#client.queue.length + Object.keys(this.#client.outgoing).length;
   }
 
   onConnection(listener: ConnectionListener): () => void {
@@ -132,7 +185,7 @@ export class SharedMqttConnection {
     };
   }
 
-  /** Publishes; queued by mqtt.js while disconnected. */
+  /** Publishes; kept while disconnected, up to MAX_OFFLINE_MESSAGES (see boundOfflineQueue). */
   publish(
     topic: string,
     payload: string | Buffer,

@@ -87,13 +87,14 @@ export interface InstanceHandle {
 }
 
 /**
- * A platform could not do what was asked: 503 its engine does not answer, 502 it failed doing it
- * (a container that exits at start, an image that cannot be pulled), 409 it refuses the request.
+ * A platform could not do what was asked: 503 its engine cannot be reached, 504 it did not answer
+ * in time, 502 it failed doing it (a container that exits at start, an image that cannot be
+ * pulled), 409 it refuses the request.
  */
 export class PlatformError extends Error {
   constructor(
     message: string,
-    readonly status: 409 | 502 | 503 = 502,
+    readonly status: 409 | 502 | 503 | 504 = 502,
   ) {
     super(message);
     this.name = "PlatformError";
@@ -117,6 +118,11 @@ export interface PlatformDriver {
   running(node: NodeTarget): Promise<string[]>;
   /** Removes an instance the manager does not know (an orphan of a removed instance). */
   removeOrphan(node: NodeTarget, id: string): Promise<void>;
+  /**
+   * Lets go of what the driver holds for `node`, which was removed from the inventory (and has no
+   * instances): its runtime, its engine connection (unless another node shares it).
+   */
+  release(node: NodeTarget): Promise<void>;
   /** Lets go of every instance without removing what outlives the gateway (containers). */
   close(): Promise<void>;
 }

@@ -8,7 +8,7 @@ import { StablePathHttpServer, StablePathMqttBrokerServer } from "../wot/servers
 import { isObject } from "../wot/thing-model.js";
 import { AugmentationError } from "./augmentation.js";
 import { clientError } from "./client-error.js";
-import type { Twin } from "./twin.js";
+import { PhysicalTwinUnreachableError, type Twin, TwinDetachedError, type TwinListener } from "./twin.js";
 import { TWIN_AFFORDANCES } from "./twin-description.js";
 
 /**
@@ -97,6 +97,7 @@ export class DigitalInterface {
       ? new StablePathMqttBrokerServer(
           { uri: m.url, ...(m.username !== undefined ? { username: m.username, password: m.password } : {}) },
           pathOf,
+          options.onError,
         )
       : undefined;
     if (mqtt) servient.addServer(mqtt);
@@ -107,6 +108,11 @@ export class DigitalInterface {
   /** Where node-wot's HTTP server listens (the gateway routes /twins/* here). */
   get httpListenUrl(): string {
     return this.#http.listenUrl;
+  }
+
+  /** How many HTTP long polls (events, observations) of a twin are waiting. */
+  longPollsOf(twinId: string): number {
+    return this.#http.longPollsOf(twinId);
   }
 
   /** Where HTTP forms point: {httpBase}/{twin id}/... */
@@ -161,24 +167,45 @@ export class DigitalInterface {
   }
 
   #handle(twin: Twin, thing: ExposedThing, description: JsonObject): void {
-    for (const name of Object.keys((description.properties as JsonObject | undefined) ?? {})) {
+    const properties = (description.properties as Record<string, JsonObject> | undefined) ?? {};
+    for (const [name, property] of Object.entries(properties)) {
       thing.setPropertyReadHandler(name, async () => propertyValue(twin, name) as WoT.InteractionInput);
+      // The state changes only from the physical side: a property the schema left writable is
+      // refused as a method the twin does not take, not with node-wot's "no writeHandler" 500.
+      if (property.readOnly !== true) {
+        thing.setPropertyWriteHandler(name, async () => {
+          throw clientError(
+            `property "${name}" of twin ${twin.id} follows its physical twin and cannot be written; use its actions`,
+            405,
+          );
+        });
+      }
     }
-    for (const name of Object.keys((description.actions as JsonObject | undefined) ?? {})) {
-      if (name in TWIN_AFFORDANCES.actions) continue;
-      thing.setActionHandler(name, async (params) => {
-        await twin.invoke(name, await params.value());
-        return undefined;
-      });
-    }
-    // A refused function or a malformed request is the client's fault: marked, so that the
-    // gateway answers 422 rather than node-wot's 500.
-    const clientFault = (err: unknown) => (err instanceof AugmentationError ? clientError(err.message) : err);
+    // A refused function, a malformed request or a command to a detached twin is the client's
+    // fault: marked, so that the gateway answers 4xx rather than node-wot's 500.
+    const clientFault = (err: unknown) => {
+      if (err instanceof AugmentationError) return clientError(err.message);
+      if (err instanceof TwinDetachedError) return clientError(err.message, 409);
+      if (err instanceof PhysicalTwinUnreachableError) return clientError(err.message, 503);
+      return err;
+    };
     // node-wot checks the input against the action's schema when it is read.
     const inputOf = (params: WoT.InteractionOutput) =>
       params.value().catch((err: unknown) => {
         throw clientError(`invalid input: ${err instanceof Error ? err.message : String(err)}`);
       });
+    for (const name of Object.keys((description.actions as JsonObject | undefined) ?? {})) {
+      if (name in TWIN_AFFORDANCES.actions) continue;
+      thing.setActionHandler(name, async (params) => {
+        const input = await inputOf(params);
+        try {
+          await twin.invoke(name, input);
+        } catch (err) {
+          throw clientFault(err);
+        }
+        return undefined;
+      });
+    }
     thing.setActionHandler("installAugmentation", async (params) => {
       const input = await inputOf(params);
       if (!isObject(input) || typeof input.name !== "string" || typeof input.source !== "string") {
@@ -208,25 +235,39 @@ export class DigitalInterface {
    * The digital event handler: twin changes become property changes (published straight to the
    * property's MQTT topic, and through node-wot to HTTP observers) and events.
    */
-  #notifier(twin: Twin, thing: ExposedThing) {
+  #notifier(twin: Twin, thing: ExposedThing): TwinListener {
     const mqtt = this.#mqtt;
-    const emit = (name: string) => {
-      mqtt?.publishProperty(thing.id, name, propertyValue(twin, name));
-      thing.emitPropertyChange(name).catch((err: Error) => this.#onError(err, `emitting ${name}`));
+    // The twin tells its listeners from MQTT message handlers and timers, where a throw would end
+    // the process: a change that cannot be pushed is logged, and the twin goes on.
+    const guarded = (what: string, push: () => void) => {
+      try {
+        push();
+      } catch (err) {
+        this.#onError(err instanceof Error ? err : new Error(String(err)), what);
+      }
     };
+    const emit = (name: string) =>
+      guarded(`emitting ${name}`, () => {
+        mqtt?.publishProperty(thing.id, name, propertyValue(twin, name));
+        thing.emitPropertyChange(name).catch((err: Error) => this.#onError(err, `emitting ${name}`));
+      });
     return {
       propertiesChanged: (names: string[]) => {
-        for (const name of names) if (name in thing.properties) emit(name);
+        for (const name of names) if (Object.hasOwn(thing.properties, name)) emit(name);
       },
       lifecycleChanged: (change: LifecycleChange) => {
         emit("lifecycleState");
-        thing.emitEvent("lifecycleChanged", { ...change, at: iso(change.at) });
+        guarded("emitting lifecycleChanged", () =>
+          thing.emitEvent("lifecycleChanged", { ...change, at: iso(change.at) }),
+        );
       },
       entanglementEvaluated: () => {
         emit("entanglement");
       },
       entanglementChanged: (figures: EntanglementFigures) => {
-        thing.emitEvent("entanglementChanged", figures as unknown as WoT.InteractionInput);
+        guarded("emitting entanglementChanged", () =>
+          thing.emitEvent("entanglementChanged", figures as unknown as WoT.InteractionInput),
+        );
       },
     };
   }

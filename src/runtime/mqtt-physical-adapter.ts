@@ -1,5 +1,5 @@
 import type { SharedMqttConnection } from "../mqtt/connections.js";
-import type { Twin } from "./twin.js";
+import { PhysicalTwinUnreachableError, type Twin } from "./twin.js";
 
 /**
  * The physical adapter on MQTT (paper 002: the PT side of the twin): subscribes the twin to its
@@ -15,23 +15,60 @@ export interface PhysicalAttachment {
   detach(): void;
 }
 
-export function attachToPhysicalTwin(twin: Twin, connection: SharedMqttConnection): PhysicalAttachment {
+/**
+ * `onError`: told of what a message or a connection change made the twin throw. These run in
+ * mqtt.js's handlers, where a throw would end the process: the twin drops that message and goes on.
+ */
+export function attachToPhysicalTwin(
+  twin: Twin,
+  connection: SharedMqttConnection,
+  onError: (err: unknown, context: string) => void = () => {},
+): PhysicalAttachment {
   const iface = twin.iface;
   const undo: (() => void)[] = [];
   let detached = false;
-  twin.attach((topic, payload) => connection.publish(topic, payload, { qos: 1 }));
-  undo.push(connection.onConnection((connected, at) => twin.setBrokerConnected(connected, at)));
+  const guarded =
+    <A extends unknown[]>(context: string, handle: (...args: A) => void) =>
+    (...args: A) => {
+      try {
+        handle(...args);
+      } catch (err) {
+        onError(err, context);
+      }
+    };
+  twin.attach((topic, payload) => {
+    // A QoS 1 publish while the broker is down would hold the request until it is back.
+    if (!connection.connected) {
+      return Promise.reject(
+        new PhysicalTwinUnreachableError("the broker is unreachable: the command was not sent, try again"),
+      );
+    }
+    return connection.publish(topic, payload, { qos: 1 });
+  });
+  undo.push(
+    connection.onConnection(
+      guarded("a broker connection change", (connected: boolean, at: number) =>
+        twin.setBrokerConnected(connected, at),
+      ),
+    ),
+  );
   twin.setBrokerConnected(connection.connected, Date.now());
   const subscriptions: Promise<() => void>[] = [];
   if (iface) {
     subscriptions.push(
-      connection.subscribe(iface.telemetryTopic, (topic, payload) =>
-        twin.handleTelemetry(topic, payload, Date.now()),
+      connection.subscribe(
+        iface.telemetryTopic,
+        guarded("a telemetry message", (topic: string, payload: Buffer) => {
+          twin.handleTelemetry(topic, payload, Date.now());
+        }),
       ),
     );
     if (iface.statusTopic !== undefined) {
       subscriptions.push(
-        connection.subscribe(iface.statusTopic, (_, payload) => twin.handleStatus(payload, Date.now())),
+        connection.subscribe(
+          iface.statusTopic,
+          guarded("a status message", (_: string, payload: Buffer) => twin.handleStatus(payload, Date.now())),
+        ),
       );
     }
   }

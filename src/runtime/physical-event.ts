@@ -23,14 +23,17 @@ export class PhysicalMessageError extends Error {
 
 const utf8 = new TextDecoder();
 
-/** Epoch milliseconds from a number (milliseconds) or an ISO 8601 string. */
+/** The earliest time a Date can hold, ms (ECMA-262 TimeClip): the twin's history shows times as ISO 8601. */
+const MIN_DATE_MS = -8.64e15;
+
+/**
+ * Epoch milliseconds from a number (milliseconds) or an ISO 8601 string; undefined for anything
+ * else, for non-finite numbers (JSON's 1e400 is Infinity) and for times before any Date. (Times
+ * after any Date are far in the future: refused as such.)
+ */
 function toEpochMs(value: unknown): number | undefined {
-  if (typeof value === "number" && Number.isFinite(value)) return value;
-  if (typeof value === "string") {
-    const ms = Date.parse(value);
-    if (!Number.isNaN(ms)) return ms;
-  }
-  return undefined;
+  const ms = typeof value === "number" ? value : typeof value === "string" ? Date.parse(value) : Number.NaN;
+  return Number.isFinite(ms) && ms >= MIN_DATE_MS ? ms : undefined;
 }
 
 /**
@@ -39,6 +42,12 @@ function toEpochMs(value: unknown): number | undefined {
  * none would be committed again: such a message is refused as malformed instead.
  */
 export const MAX_FUTURE_SKEW_MS = 60_000;
+
+/** A value as a rejection reason quotes it: short (reasons are kept in the twin's history). */
+function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 64 ? `${text.slice(0, 64)}...` : text;
+}
 
 /** Parses and normalises one raw MQTT payload against the schema's physical interface. */
 export function normalisePhysicalMessage(
@@ -73,7 +82,7 @@ export function normalisePhysicalMessage(
       if (ms === undefined) {
         throw new PhysicalMessageError(
           topic,
-          `${iface.timestampField} is ${JSON.stringify(raw)}, not epoch milliseconds or an ISO 8601 time`,
+          `${iface.timestampField} is ${shown(raw)}, not epoch milliseconds or an ISO 8601 time`,
         );
       }
       if (ms > receivedAt + maxFutureSkewMs) {
@@ -87,14 +96,15 @@ export function normalisePhysicalMessage(
     }
   }
   const seq = iface.sequenceField === undefined ? undefined : jsonpointer.get(message, iface.sequenceField);
-  return {
-    topic,
-    receivedAt,
-    ptTimestamp,
-    ptTimestampSource,
-    sequence: typeof seq === "number" && Number.isFinite(seq) ? seq : undefined,
-    message,
-  };
+  // The twin orders messages by their sequence number: one that is not an integer (1e300, "7")
+  // would be compared, and counted as lost, on a scale that means nothing.
+  if (seq !== undefined && seq !== null && !Number.isSafeInteger(seq)) {
+    throw new PhysicalMessageError(
+      topic,
+      `${iface.sequenceField} is ${shown(seq)}, not an integer sequence number`,
+    );
+  }
+  return { topic, receivedAt, ptTimestamp, ptTimestampSource, sequence: seq ?? undefined, message };
 }
 
 /**

@@ -102,6 +102,12 @@ export const TWIN_AFFORDANCES = {
           source: { type: "string" },
           installedAt: { type: "string", format: "date-time" },
           failures: { type: "integer", minimum: 0 },
+          disabled: {
+            type: "boolean",
+            description:
+              "A function that overran its limits too often no longer runs until it is installed again.",
+          },
+          disabledReason: { type: "string" },
         },
       },
       readOnly: true,

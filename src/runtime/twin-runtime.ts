@@ -219,7 +219,12 @@ export class TwinRuntime {
   }
 
   async #attach(running: Running): Promise<void> {
-    running.attachment = attachToPhysicalTwin(running.twin, running.connection);
+    running.attachment = attachToPhysicalTwin(running.twin, running.connection, (err, context) =>
+      this.options.logger?.error(
+        { twin: running.twin.id, err: err instanceof Error ? err.message : String(err) },
+        `the twin failed on ${context}; it goes on`,
+      ),
+    );
     // A broker whose ACL refuses the PT's topics (credentials without the rights) leaves the twin
     // Unbound, said in the log, rather than failing a start half done.
     const subscribed = running.attachment.subscribed.catch((err: unknown) => {

@@ -102,7 +102,10 @@ export type CommandSink = (topic: string, payload: string) => Promise<void>;
 export interface TwinCounters {
   messages: number;
   rejected: number;
-  /** Updates older than the committed state (reordered in transit): measured, not committed. */
+  /**
+   * Updates not after the committed state (reordered or repeated in transit): measured, not
+   * committed. By sequence number when the PT sends them, else by PT timestamp.
+   */
   stale: number;
   /** Sequence numbers skipped by the PT's messages. */
   lost: number;
@@ -132,6 +135,29 @@ export class TwinStateError extends Error {
     this.name = "TwinStateError";
   }
 }
+
+/** The twin's broker is unreachable: a command would wait for it (or be lost), so it is not sent. */
+export class PhysicalTwinUnreachableError extends TwinStateError {
+  constructor(message: string) {
+    super(message);
+    this.name = "PhysicalTwinUnreachableError";
+  }
+}
+
+/** The twin is not attached to its PT (Done, or Stopped): it cannot send commands. */
+export class TwinDetachedError extends TwinStateError {
+  constructor(message: string) {
+    super(message);
+    this.name = "TwinDetachedError";
+  }
+}
+
+/**
+ * How far a PT's sequence number may fall behind the last committed one and still be a message
+ * reordered (or repeated) in transit, not committed. A larger drop is the PT's counter starting
+ * over (a reboot, a wrap): that message is committed and the count goes on from it.
+ */
+export const MAX_SEQUENCE_REORDER = 64;
 
 /** A bounded log, oldest first. */
 class BoundedLog<T> {
@@ -211,6 +237,10 @@ export class Twin {
   #ptOnline: boolean | undefined;
   #heard = false;
   #bound = false;
+  /** The sequence number of the committed state, which the next messages are ordered against. */
+  #sequence: number | undefined;
+  /** The PT went offline or silent since: it may have restarted, and its sequence numbers with it. */
+  #mayHaveRestarted = false;
   #commandSink: CommandSink | undefined;
 
   constructor(td: JsonObject, config: TwinConfig, restored?: TwinState) {
@@ -234,6 +264,7 @@ export class Twin {
       this.#lifecycle = new Lifecycle(state, limit, restored.lifecycle.history);
       this.#properties = { ...restored.properties };
       this.#lastUpdate = restored.lastUpdate;
+      this.#sequence = restored.lastUpdate?.sequence ?? undefined;
       for (const s of restored.history.states) this.#states.push(s);
       for (const e of restored.history.events) this.#events.push(e);
       Object.assign(this.counters, restored.counters);
@@ -378,6 +409,8 @@ export class Twin {
   handleStatus(payload: Buffer | string, at: number): void {
     const online = parseStatus(payload);
     if (online === undefined) return;
+    // A PT back online may have restarted, and its sequence numbers with it.
+    if (online && this.#ptOnline === false) this.#mayHaveRestarted = true;
     this.#ptOnline = online;
     this.#updateBinding(at);
   }
@@ -432,16 +465,19 @@ export class Twin {
     for (const error of augmented.errors) this.#augmentationFailed(error, receivedAt);
     for (const disabled of augmented.disabled) this.#augmentationDisabled(disabled, receivedAt);
     const last = this.#lastUpdate;
-    if (event.sequence !== undefined && last?.sequence !== undefined && event.sequence > last.sequence + 1) {
-      this.counters.lost += event.sequence - last.sequence - 1;
+    const base = this.#sequence;
+    if (event.sequence !== undefined && base !== undefined && event.sequence > base + 1) {
+      this.counters.lost += event.sequence - base - 1;
     }
     // The commit: the moment the state is the PT's state. Timeliness is measured up to here.
     const committedAt = Date.now();
     this.#window.recordUpdate(committedAt, event.ptTimestamp);
-    if (last !== undefined && event.ptTimestamp < last.ptTimestamp) {
+    if (this.#isStale(event, last)) {
       this.counters.stale++;
       return undefined;
     }
+    this.#sequence = event.sequence;
+    this.#mayHaveRestarted = false;
     const record: StateRecord = {
       committedAt,
       ptTimestamp: event.ptTimestamp,
@@ -466,6 +502,22 @@ export class Twin {
     // arrives first is up to the broker, and the window judges both cases alike.
     if (this.#lifecycle.state === "Bound") this.evaluate(committedAt);
     return record;
+  }
+
+  /**
+   * Whether `event` is not after the committed state. By sequence number when the PT sends one:
+   * a clock can step back or run ahead (a timestamp up to MAX_FUTURE_SKEW_MS ahead would hide the
+   * messages after it), a counter does not, short of starting over: after a drop of more than
+   * MAX_SEQUENCE_REORDER, or the first message after the PT was offline or silent. By PT timestamp
+   * otherwise.
+   */
+  #isStale(event: PhysicalEvent, last: StateRecord | undefined): boolean {
+    const base = this.#sequence;
+    if (event.sequence !== undefined) {
+      if (base === undefined || this.#mayHaveRestarted) return false;
+      return event.sequence <= base && base - event.sequence <= MAX_SEQUENCE_REORDER;
+    }
+    return last !== undefined && event.ptTimestamp < last.ptTimestamp;
   }
 
   #shadow(event: PhysicalEvent): Record<string, unknown> {
@@ -509,6 +561,8 @@ export class Twin {
     if (this.#bound && this.iface?.statusTopic === undefined && this.#lastUpdate !== undefined) {
       if (now - this.#lastUpdate.committedAt > 2000 / this.fidelity.expectedUpdateRateHz) {
         this.#heard = false;
+        // Silent this long, it may have restarted, and its sequence numbers with it.
+        this.#mayHaveRestarted = true;
         this.#updateBinding(now);
       }
     }
@@ -565,7 +619,9 @@ export class Twin {
   /** Sends the command of `action` to the PT. The state changes only when the PT reports back. */
   async invoke(action: string, input: unknown): Promise<void> {
     if (!this.attached || !this.#commandSink) {
-      throw new TwinStateError(`twin ${this.id} is ${this.lifecycleState}: detached from its physical twin`);
+      throw new TwinDetachedError(
+        `twin ${this.id} is ${this.lifecycleState}: detached from its physical twin`,
+      );
     }
     const { topic, payload } = this.commandFor(action, input);
     await this.#commandSink(topic, JSON.stringify(payload));

@@ -1,7 +1,8 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
 import bindingHttp, { type HttpConfig } from "@node-wot/binding-http";
 import bindingMqtt from "@node-wot/binding-mqtt";
 import type { ExposedThing, Servient } from "@node-wot/core";
-import { noDelay } from "../mqtt/connections.js";
+import { boundOfflineQueue, noDelay } from "../mqtt/connections.js";
 
 /**
  * node-wot's protocol servers with the fixes a fleet of twins needs. Each exposed thing is
@@ -26,12 +27,68 @@ function checkedPath(pathOf: PathOf, thing: ExposedThing, taken: boolean): strin
   return path;
 }
 
+/**
+ * node-wot's HTTP routes unregister a long poll's listener from its response's close and timeout
+ * events, where a throw has no catcher and ends the process. Once the thing is destroyed (its
+ * listeners cleared), or the second time (a close after the hour's timeout), the listener is gone
+ * already and unregistering throws ("Not found"): there is nothing left to undo then.
+ */
+function tolerateGoneListeners(thing: ExposedThing): void {
+  const unsubscribe = thing.handleUnsubscribeEvent;
+  const unobserve = thing.handleUnobserveProperty;
+  thing.handleUnsubscribeEvent = function (this: ExposedThing, ...args) {
+    try {
+      unsubscribe.apply(this, args);
+    } catch {
+      // gone already
+    }
+  };
+  thing.handleUnobserveProperty = function (this: ExposedThing, ...args) {
+    try {
+      unobserve.apply(this, args);
+    } catch {
+      // gone already
+    }
+  };
+}
+
+/** The thing path of a long-poll request (an event, or a property's observable), else undefined. */
+function longPollPath(method: string | undefined, url: string | undefined): string | undefined {
+  if (method !== "GET" || url === undefined) return undefined;
+  const segments = (url.split("?")[0] ?? "").split("/");
+  const isEvent = segments.length === 4 && segments[2] === "events";
+  const isObservation = segments.length === 5 && segments[2] === "properties" && segments[4] === "observable";
+  return isEvent || isObservation ? segments[1] : undefined;
+}
+
 export class StablePathHttpServer extends HttpServer {
   readonly #pathOf: PathOf;
   /** Thing id -> path, and the paths taken. */
   readonly #paths = new Map<string, string>();
   readonly #taken = new Set<string>();
   readonly #configured: HttpConfig;
+  /** Path -> its long polls still waiting (answered when the thing goes). */
+  readonly #longPolls = new Map<string, Set<ServerResponse>>();
+  /** The response of the request being routed, while its route runs (see #observeUntilClosed). */
+  #routing: ServerResponse | undefined;
+
+  static {
+    // HttpServer's request listener calls this.handleRequest (private in its typings).
+    const proto = HttpServer.prototype as unknown as {
+      handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void>;
+    };
+    const handleRequest = proto.handleRequest;
+    Object.defineProperty(StablePathHttpServer.prototype, "handleRequest", {
+      value: function (this: StablePathHttpServer, req: IncomingMessage, res: ServerResponse) {
+        this.#routing = res;
+        try {
+          return handleRequest.call(this, req, res);
+        } finally {
+          this.#routing = undefined;
+        }
+      },
+    });
+  }
 
   /**
    * `config.port` 0 picks a free port. Without `config.baseUri`, forms point at
@@ -46,6 +103,20 @@ export class StablePathHttpServer extends HttpServer {
 
   override async start(servient: Servient): Promise<void> {
     await super.start(servient);
+    this.getServer().on("request", (req, res: ServerResponse) => {
+      const path = longPollPath(req.method, req.url);
+      if (path === undefined) return;
+      let open = this.#longPolls.get(path);
+      if (!open) {
+        open = new Set();
+        this.#longPolls.set(path, open);
+      }
+      open.add(res);
+      res.once("close", () => {
+        open.delete(res);
+        if (open.size === 0 && this.#longPolls.get(path) === open) this.#longPolls.delete(path);
+      });
+    });
     if (this.#configured.baseUri === undefined) {
       const address = this.#configured.address;
       const host = address === undefined || address === "0.0.0.0" || address === "::" ? "localhost" : address;
@@ -90,14 +161,61 @@ export class StablePathHttpServer extends HttpServer {
     }
     this.#paths.set(id, path);
     this.#taken.add(path);
+    tolerateGoneListeners(thing);
+    this.#observeUntilClosed(thing);
     return exposed;
+  }
+
+  /**
+   * node-wot's observe route unregisters an observation when its response finishes, not when the
+   * client leaves: each observation a client abandoned stayed registered, its response held and
+   * written to on every change, without bound. Here it is unregistered when its response closes
+   * unfinished. The route registers it while it is being routed (synchronously: node-wot's HTTP
+   * server supports nosec only, so no credential check is awaited first), which is how the
+   * response is known.
+   */
+  #observeUntilClosed(thing: ExposedThing): void {
+    const observe = thing.handleObserveProperty;
+    const server = this;
+    thing.handleObserveProperty = function (this: ExposedThing, name, listener, options) {
+      const res = server.#routing;
+      const observed = observe.call(this, name, listener, options);
+      res?.once("close", () => {
+        if (!res.writableFinished) this.handleUnobserveProperty(name, listener, options);
+      });
+      return observed;
+    };
   }
 
   override async destroy(thingId: string): Promise<boolean> {
     const path = this.#paths.get(thingId);
     if (path !== undefined) this.#taken.delete(path);
     this.#paths.delete(thingId);
-    return super.destroy(thingId);
+    const destroyed = await super.destroy(thingId);
+    if (path !== undefined) this.#endLongPolls(path);
+    return destroyed;
+  }
+
+  /**
+   * Answers the long polls of a thing that is no longer exposed here (moved, restarted, removed),
+   * which would otherwise wait for an event that never comes, for up to an hour: 503 with
+   * Retry-After, so that the consumer subscribes again (and reaches the thing where it runs now).
+   */
+  #endLongPolls(path: string): void {
+    const open = this.#longPolls.get(path);
+    if (!open) return;
+    this.#longPolls.delete(path);
+    for (const res of open) {
+      // One with its headers sent is being answered (an event on its way ends it).
+      if (res.headersSent || res.writableEnded) continue;
+      res.writeHead(503, { "Content-Type": "text/plain", "Retry-After": "1" });
+      res.end(`"${path}" is no longer exposed here: subscribe again`);
+    }
+  }
+
+  /** How many long polls (events, observations) of the thing at `path` are waiting. */
+  longPollsOf(path: string): number {
+    return this.#longPolls.get(path)?.size ?? 0;
   }
 }
 
@@ -135,6 +253,7 @@ const retryingRefusals = (config: StablePathMqttConfig) => ({ ...config, reconne
  */
 export class StablePathMqttBrokerServer extends MqttBrokerServer {
   readonly #pathOf: PathOf;
+  readonly #onError: (err: Error, context: string) => void;
   readonly #names = new Map<string, string>();
   /** Thing ids whose next destroy() leaves their retained TD (see handOver). */
   readonly #handedOver = new Set<string>();
@@ -144,9 +263,14 @@ export class StablePathMqttBrokerServer extends MqttBrokerServer {
    * whole config to mqtt.connect, which reads these (its own `user`/`psw` only change a debug line);
    * they stay out of `uri`, which the forms are made from.
    */
-  constructor(config: StablePathMqttConfig, pathOf: PathOf) {
+  constructor(
+    config: StablePathMqttConfig,
+    pathOf: PathOf,
+    onError: (err: Error, context: string) => void = () => {},
+  ) {
     super(retryingRefusals(config));
     this.#pathOf = pathOf;
+    this.#onError = onError;
   }
 
   get #internals(): MqttInternals {
@@ -159,20 +283,35 @@ export class StablePathMqttBrokerServer extends MqttBrokerServer {
     const broker = self.broker;
     if (!broker) return;
     noDelay(broker);
+    // While the broker is down mqtt.js would queue every property publish without limit.
+    boundOfflineQueue(broker, "the twins' broker");
     // After a reconnect the broker may have restarted without persistence: publish the TDs again.
     broker.on("connect", () => {
-      noDelay(broker);
-      for (const [name, thing] of self.things) {
-        broker.publish(name, JSON.stringify(thing.getThingDescription()), { retain: true });
+      try {
+        noDelay(broker);
+        for (const [name, thing] of self.things) {
+          broker.publish(name, JSON.stringify(thing.getThingDescription()), { retain: true });
+        }
+      } catch (err) {
+        this.#onError(err instanceof Error ? err : new Error(String(err)), "publishing the TDs again");
       }
     });
-    broker.on("message", (topic, payload, packet) => self.handleMessage(topic, payload, packet));
+    // Inside mqtt.js's message handler a throw would end the process: whatever a message sets off
+    // is caught and reported.
+    broker.on("message", (topic, payload, packet) => {
+      try {
+        self.handleMessage(topic, payload, packet);
+      } catch (err) {
+        this.#onError(err instanceof Error ? err : new Error(String(err)), `MQTT message on ${topic}`);
+      }
+    });
   }
 
   override async expose(thing: ExposedThing): Promise<void> {
     const self = this.#internals;
     if (self.broker === undefined) return;
     const name = checkedPath(this.#pathOf, thing, self.things.has(this.#pathOf(thing)));
+    this.#catchWrites(thing);
     self.things.set(name, thing);
     this.#names.set(thing.id, name);
     const broker = self.broker;
@@ -185,6 +324,8 @@ export class StablePathMqttBrokerServer extends MqttBrokerServer {
     // Property observations are published by publishProperty(), not through node-wot's listener
     // (a content stream per value): keep the binding from registering one.
     const thingObserve = thing as { handleObserveProperty: unknown };
+    // The HTTP server's own wrapper (if exposed first) comes back after.
+    const own = Object.getOwnPropertyDescriptor(thing, "handleObserveProperty");
     thingObserve.handleObserveProperty = async () => {};
     try {
       for (const property of Object.keys(thing.properties)) self.exposeProperty(name, property, thing);
@@ -192,10 +333,28 @@ export class StablePathMqttBrokerServer extends MqttBrokerServer {
       for (const event of Object.keys(thing.events)) self.exposeEvent(name, event, thing);
     } finally {
       (broker as { subscribe: unknown }).subscribe = subscribe;
-      delete (thingObserve as { handleObserveProperty?: unknown }).handleObserveProperty;
+      if (own) Object.defineProperty(thing, "handleObserveProperty", own);
+      else delete (thingObserve as { handleObserveProperty?: unknown }).handleObserveProperty;
     }
     if (topics.length > 0) await broker.subscribeAsync(topics);
     await broker.publishAsync(name, JSON.stringify(thing.getThingDescription()), { retain: true });
+  }
+
+  /**
+   * binding-mqtt calls handleWriteProperty for a writeproperty message without awaiting it: a
+   * refused write would be an unhandled rejection, which ends the process. Each write's promise
+   * gets a handler here (reporting the refusal); callers that await it (HTTP) still see it reject.
+   */
+  #catchWrites(thing: ExposedThing): void {
+    const write = thing.handleWriteProperty;
+    const onError = this.#onError;
+    thing.handleWriteProperty = function (this: ExposedThing, ...args) {
+      const written = write.apply(this, args);
+      written.catch((err: unknown) =>
+        onError(err instanceof Error ? err : new Error(String(err)), `writing property ${args[0]}`),
+      );
+      return written;
+    };
   }
 
   /**

@@ -184,3 +184,43 @@ export function validateThingDescription(doc: unknown): ValidationResult {
     validateAgainst("dtc", doc),
   );
 }
+
+/**
+ * Validators for the data schemas of one Thing Description (action inputs, property values,
+ * uriVariables), compiled on first use and kept as long as the schema object lives. Each reports
+ * the first error only: enough to say what is wrong, and cheap on a large, wrong body. A schema
+ * ajv cannot compile yields no validator (the Thing decides alone).
+ */
+export class DataSchemas {
+  readonly #ajv: Ajv;
+  readonly #compiled = new WeakMap<object, ValidateFunction | null>();
+
+  /** `coerceTypes`: values arrive as strings (a query's uriVariables) and are read as the schema's type. */
+  constructor(options: { coerceTypes?: boolean } = {}) {
+    // addUsedSchema: false, so that two affordances with the same $id do not clash.
+    this.#ajv = new Ajv({
+      strict: false,
+      allErrors: false,
+      addUsedSchema: false,
+      logger: false,
+      coerceTypes: options.coerceTypes ?? false,
+    });
+    addFormats(this.#ajv);
+  }
+
+  validator(schema: object): ((value: unknown) => ValidationResult) | undefined {
+    let fn = this.#compiled.get(schema);
+    if (fn === undefined) {
+      try {
+        fn = this.#ajv.compile(schema);
+      } catch {
+        fn = null;
+      }
+      this.#compiled.set(schema, fn);
+    }
+    const validate = fn;
+    if (validate === null) return undefined;
+    return (value) =>
+      validate(value) ? { valid: true } : { valid: false, errors: toIssues(validate.errors) };
+  }
+}

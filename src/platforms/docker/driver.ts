@@ -21,7 +21,7 @@ import {
   type StatusListener,
 } from "../driver.js";
 import { type DockerEndpoint, engineAddress, isLocalEngine, parseDockerEndpoint } from "./endpoint.js";
-import { type ContainerExit, DockerEngine, LABEL } from "./engine.js";
+import { type ContainerExit, DEFAULT_ENGINE_TIMEOUT_MS, DockerEngine, LABEL } from "./engine.js";
 
 /**
  * The Docker platform: each twin is a container of a twin image (`node dist/src/twin-main.js`,
@@ -37,6 +37,9 @@ import { type ContainerExit, DockerEngine, LABEL } from "./engine.js";
  * (which must be the gateway's); on any other network its ports 8080 (node-wot) and 8081
  * (management) are published on the engine's host, or reached directly on the container's address
  * with `reach: "network"` (the gateway shares the network, e.g. in docker-compose).
+ *
+ * Deadlines: every engine request has `engineTimeoutMs` (504 past it), an image pull
+ * IMAGE_PULL_TIMEOUT_MS, a container's start `startTimeoutMs`, its shutdown STOP_GRACE_S.
  */
 
 export interface DockerDriverOptions {
@@ -51,6 +54,8 @@ export interface DockerDriverOptions {
   pushIntervalMs?: number;
   /** Longest a container may take to answer as ready, ms (default 60,000). */
   startTimeoutMs?: number;
+  /** Longest one engine API request may take, ms (default 10,000; DTC_PLATFORM_TIMEOUT_MS). */
+  engineTimeoutMs?: number;
   /** Who a twin's container connects to the broker as (DTC_MQTT_USERNAME/PASSWORD); undefined: none. */
   brokerCredentials?: (twinId: string) => { username: string; password: string } | undefined;
   logger?: Logger;
@@ -62,14 +67,18 @@ const CONTAINER_MANAGEMENT_PORT = 8081;
 /** execve refuses a single environment string over 128 KiB. */
 const MAX_TWIN_ENV_BYTES = 120 * 1024;
 const STOP_GRACE_S = 10;
+/** Longest an image pull may take, ms (a pull streams progress for as long as it runs). */
+export const IMAGE_PULL_TIMEOUT_MS = 4 * 60_000;
 /** Log lines of a container that failed at start, quoted in the error. */
 const LOG_TAIL = 20;
 
 export class DockerDriver implements PlatformDriver {
   readonly platform = "docker" as const;
   readonly #options: DockerDriverOptions;
-  /** Engine address -> engine (nodes on one engine share its event stream). */
+  /** Engine key -> engine (nodes on one engine share its event stream). */
   readonly #engines = new Map<string, Promise<DockerEngine>>();
+  /** Engine key -> the nodes that used it, so that a removed node's engine is closed once unused. */
+  readonly #engineNodes = new Map<string, Set<string>>();
   readonly #handles = new Set<DockerInstance>();
   #closed = false;
 
@@ -89,14 +98,20 @@ export class DockerDriver implements PlatformDriver {
       return { ready: false, reason: (err as Error).message };
     }
     try {
-      const engine = await this.#engine(endpoint);
-      await withTimeout(engine.docker.ping(), 5000, "no answer within 5 s");
+      const engine = await this.#engine(endpoint, node.id);
+      // dockerode's typings omit ping's options; it takes abortSignal like every call.
+      const ping = engine.docker.ping.bind(engine.docker) as (o: {
+        abortSignal: AbortSignal;
+      }) => Promise<unknown>;
+      await engine.call("ping", (abortSignal) => ping({ abortSignal }));
       return { ready: true };
     } catch (err) {
-      return {
-        ready: false,
-        reason: `the Docker engine at ${engineAddress(endpoint)} does not answer: ${(err as Error).message}`,
-      };
+      // A deadline passed says so itself, naming the engine.
+      const reason =
+        err instanceof PlatformError
+          ? err.message
+          : `the Docker engine at ${engineAddress(endpoint)} does not answer: ${(err as Error).message}`;
+      return { ready: false, reason };
     }
   }
 
@@ -130,7 +145,7 @@ export class DockerDriver implements PlatformDriver {
           );
         }
       }
-      await removeContainer(placement.engine.docker.getContainer(info.Id));
+      await removeContainer(placement.engine, info.Id);
     }
     if (!adopted) return undefined;
     this.#options.logger?.info({ instance: spec.id, container: adopted.name }, "twin container adopted");
@@ -148,8 +163,33 @@ export class DockerDriver implements PlatformDriver {
     const placement = await this.#placement(node);
     for (const handle of this.#handles) if (handle.id === id && handle.node === node.id) handle.detach();
     for (const info of await this.#containers(placement, id)) {
-      await removeContainer(placement.engine.docker.getContainer(info.Id));
+      await removeContainer(placement.engine, info.Id);
     }
+  }
+
+  /** Closes the engine client of a removed node, unless another node or a twin still uses it. */
+  async release(node: NodeTarget): Promise<void> {
+    let endpoint: DockerEndpoint;
+    try {
+      endpoint = parseDockerEndpoint(node.endpoint);
+    } catch {
+      return; // never had an engine
+    }
+    const key = engineKey(endpoint);
+    const users = this.#engineNodes.get(key);
+    users?.delete(node.id);
+    if ((users?.size ?? 0) > 0) return;
+    const engine = await this.#engines.get(key)?.catch(() => undefined);
+    if (engine && [...this.#handles].some((h) => h.engine === engine)) return;
+    this.#engines.delete(key);
+    this.#engineNodes.delete(key);
+    engine?.close();
+  }
+
+  /** Addresses of the engines the driver holds a client of (diagnostics, tests). */
+  async engines(): Promise<string[]> {
+    const engines = await Promise.all([...this.#engines.values()].map((e) => e.catch(() => undefined)));
+    return engines.filter((e) => e !== undefined).map((e) => e.address);
   }
 
   /** Lets go of every container (they keep running: the next gateway adopts them). */
@@ -163,6 +203,7 @@ export class DockerDriver implements PlatformDriver {
         () => undefined,
       );
     this.#engines.clear();
+    this.#engineNodes.clear();
   }
 
   // ---- for DockerInstance
@@ -187,11 +228,20 @@ export class DockerDriver implements PlatformDriver {
     return handle;
   }
 
-  #engine(endpoint: DockerEndpoint): Promise<DockerEngine> {
-    const key = JSON.stringify([engineAddress(endpoint), endpoint.tls ?? null]);
+  #engine(endpoint: DockerEndpoint, nodeId: string): Promise<DockerEngine> {
+    const key = engineKey(endpoint);
+    let users = this.#engineNodes.get(key);
+    if (!users) {
+      users = new Set();
+      this.#engineNodes.set(key, users);
+    }
+    users.add(nodeId);
     let engine = this.#engines.get(key);
     if (!engine) {
-      engine = DockerEngine.connect(endpoint, this.#options.gatewayId, this.#options.logger);
+      engine = DockerEngine.connect(endpoint, this.#options.gatewayId, {
+        timeoutMs: this.#options.engineTimeoutMs ?? DEFAULT_ENGINE_TIMEOUT_MS,
+        logger: this.#options.logger,
+      });
       // A TLS file that could not be read is read again next time (it may have been fixed).
       engine.catch(() => {
         if (this.#engines.get(key) === engine) this.#engines.delete(key);
@@ -213,7 +263,7 @@ export class DockerDriver implements PlatformDriver {
       throw new PlatformError(`node ${node.id}: ${(err as Error).message}`, 409);
     }
     try {
-      return { node: node.id, endpoint, engine: await this.#engine(endpoint) };
+      return { node: node.id, endpoint, engine: await this.#engine(endpoint, node.id) };
     } catch (err) {
       throw new PlatformError(`node ${node.id}: ${(err as Error).message}`, 409);
     }
@@ -224,14 +274,21 @@ export class DockerDriver implements PlatformDriver {
     const label = [`${LABEL.gateway}=${this.#options.gatewayId}`, `${LABEL.node}=${placement.node}`];
     if (instance !== undefined) label.push(`${LABEL.instance}=${instance}`);
     try {
-      return await placement.engine.docker.listContainers({ all: true, filters: JSON.stringify({ label }) });
+      return await placement.engine.call("listing containers", (abortSignal) =>
+        placement.engine.docker.listContainers({
+          all: true,
+          filters: JSON.stringify({ label }),
+          abortSignal,
+        }),
+      );
     } catch (err) {
       throw engineError(placement, err);
     }
   }
 
   async #deploy(placement: Placement, spec: FreshSpec, state?: TwinState): Promise<Deployment> {
-    const { docker } = placement.engine;
+    const { engine } = placement;
+    const { docker } = engine;
     const image = spec.artefact.image;
     if (image === undefined) throw new PlatformError(`instance ${spec.id}: the package has no image`, 409);
     await this.#ensureImage(placement, image);
@@ -244,47 +301,55 @@ export class DockerDriver implements PlatformDriver {
     const publishIp = isLocalEngine(placement.endpoint) ? "127.0.0.1" : "";
     let container: Docker.Container;
     try {
-      container = await docker.createContainer({
-        name,
-        Image: image,
-        Env: env,
-        Labels: {
-          [LABEL.gateway]: this.#options.gatewayId,
-          [LABEL.node]: placement.node,
-          [LABEL.instance]: spec.id,
-          [LABEL.package]: spec.package ?? "",
-          [LABEL.schema]: spec.twin.schema,
-          ...(hostNetwork
-            ? { [LABEL.httpPort]: String(ports.http), [LABEL.managementPort]: String(ports.management) }
-            : {}),
-        },
-        ...(hostNetwork
-          ? {}
-          : {
-              ExposedPorts: { [`${CONTAINER_HTTP_PORT}/tcp`]: {}, [`${CONTAINER_MANAGEMENT_PORT}/tcp`]: {} },
-            }),
-        HostConfig: {
-          NetworkMode: placement.endpoint.network,
+      container = await engine.call(`creating the container of ${spec.id}`, (abortSignal) =>
+        docker.createContainer({
+          abortSignal,
+          name,
+          Image: image,
+          Env: env,
+          Labels: {
+            [LABEL.gateway]: this.#options.gatewayId,
+            [LABEL.node]: placement.node,
+            [LABEL.instance]: spec.id,
+            [LABEL.package]: spec.package ?? "",
+            [LABEL.schema]: spec.twin.schema,
+            ...(hostNetwork
+              ? { [LABEL.httpPort]: String(ports.http), [LABEL.managementPort]: String(ports.management) }
+              : {}),
+          },
           ...(hostNetwork
             ? {}
             : {
-                PortBindings: {
-                  [`${CONTAINER_HTTP_PORT}/tcp`]: [{ HostIp: publishIp, HostPort: "" }],
-                  [`${CONTAINER_MANAGEMENT_PORT}/tcp`]: [{ HostIp: publishIp, HostPort: "" }],
+                ExposedPorts: {
+                  [`${CONTAINER_HTTP_PORT}/tcp`]: {},
+                  [`${CONTAINER_MANAGEMENT_PORT}/tcp`]: {},
                 },
               }),
-          ...(cpu ? { NanoCpus: Math.round(cpu * 1e9) } : {}),
-          ...(memory ? { Memory: memory * 2 ** 20 } : {}),
-          ...(gpu ? { DeviceRequests: [{ Driver: "", Count: gpu, Capabilities: [["gpu"]] }] } : {}),
-          RestartPolicy: { Name: "no" },
-        },
-      });
+          HostConfig: {
+            NetworkMode: placement.endpoint.network,
+            ...(hostNetwork
+              ? {}
+              : {
+                  PortBindings: {
+                    [`${CONTAINER_HTTP_PORT}/tcp`]: [{ HostIp: publishIp, HostPort: "" }],
+                    [`${CONTAINER_MANAGEMENT_PORT}/tcp`]: [{ HostIp: publishIp, HostPort: "" }],
+                  },
+                }),
+            ...(cpu ? { NanoCpus: Math.round(cpu * 1e9) } : {}),
+            ...(memory ? { Memory: memory * 2 ** 20 } : {}),
+            ...(gpu ? { DeviceRequests: [{ Driver: "", Count: gpu, Capabilities: [["gpu"]] }] } : {}),
+            RestartPolicy: { Name: "no" },
+          },
+        }),
+      );
     } catch (err) {
       throw engineError(placement, err, `creating the container of ${spec.id}`);
     }
     try {
       try {
-        await container.start();
+        await engine.call(`starting the container of ${spec.id}`, (abortSignal) =>
+          container.start({ abortSignal }),
+        );
       } catch (err) {
         throw engineError(placement, err, `starting the container of ${spec.id}`);
       }
@@ -300,8 +365,13 @@ export class DockerDriver implements PlatformDriver {
       );
       return deployment;
     } catch (err) {
-      const logs = await containerLogs(docker, container);
-      await removeContainer(container);
+      const logs = await containerLogs(engine, container);
+      await removeContainer(engine, container.id).catch((removal: unknown) =>
+        this.#options.logger?.warn(
+          { container: name, err: (removal as Error).message },
+          "could not remove a twin container that did not start",
+        ),
+      );
       const message = err instanceof Error ? err.message : String(err);
       throw new PlatformError(
         `twin container ${name} (${image}) did not start: ${message}${logs ? `\n${logs}` : ""}`,
@@ -313,7 +383,9 @@ export class DockerDriver implements PlatformDriver {
   /** Connects to a started container: its addresses, its exit, its TD and status. */
   async #attach(placement: Placement, containerId: string, knownToken?: string): Promise<Deployment> {
     const container = placement.engine.docker.getContainer(containerId);
-    const info = await container.inspect();
+    const info = await placement.engine.call("inspecting a container", (abortSignal) =>
+      container.inspect({ abortSignal }),
+    );
     const name = info.Name.replace(/^\//, "");
     const token = knownToken ?? envOf(info, "DTC_TWIN_TOKEN");
     const { http, management } = addresses(placement, info);
@@ -354,18 +426,27 @@ export class DockerDriver implements PlatformDriver {
   }
 
   async #ensureImage(placement: Placement, image: string): Promise<void> {
-    const { docker } = placement.engine;
+    const { engine } = placement;
+    const { docker } = engine;
     try {
-      await docker.getImage(image).inspect();
+      await engine.call(`inspecting image ${image}`, (abortSignal) =>
+        inspectImage(docker, image, abortSignal),
+      );
       return;
     } catch (err) {
       if ((err as { statusCode?: number }).statusCode !== 404) throw engineError(placement, err);
     }
-    this.#options.logger?.info({ image, engine: placement.engine.address }, "pulling the twin image");
+    this.#options.logger?.info({ image, engine: engine.address }, "pulling the twin image");
     try {
-      const stream = await docker.pull(image);
-      await new Promise<void>((resolve, reject) =>
-        docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(err) : resolve())),
+      await engine.call(
+        `pulling image ${image}`,
+        async (abortSignal) => {
+          const stream = await docker.pull(image, { abortSignal });
+          await new Promise<void>((resolve, reject) =>
+            docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(err) : resolve())),
+          );
+        },
+        IMAGE_PULL_TIMEOUT_MS,
       );
     } catch (err) {
       throw new PlatformError(
@@ -524,14 +605,27 @@ function envOf(info: Docker.ContainerInspectInfo, name: string): string | undefi
   return entry?.slice(name.length + 1);
 }
 
+/** Image.inspect() of dockerode drops its abortSignal: the same request, abortable. */
+function inspectImage(docker: Docker, image: string, abortSignal: AbortSignal): Promise<unknown> {
+  return new Promise((resolve, reject) =>
+    docker.modem.dial(
+      {
+        path: `/images/${image}/json`,
+        method: "GET",
+        abortSignal,
+        statusCodes: { 200: true, 404: "no such image", 500: "server error" },
+      },
+      (err, data) => (err ? reject(err) : resolve(data)),
+    ),
+  );
+}
+
 /** The last lines a container wrote (stdout and stderr, demultiplexed by docker-modem). */
-async function containerLogs(docker: Docker, container: Docker.Container): Promise<string> {
+async function containerLogs(engine: DockerEngine, container: Docker.Container): Promise<string> {
   try {
-    const framed = (await container.logs({
-      stdout: true,
-      stderr: true,
-      tail: LOG_TAIL,
-    })) as unknown as Buffer;
+    const framed = (await engine.call("reading a container's logs", (abortSignal) =>
+      container.logs({ stdout: true, stderr: true, tail: LOG_TAIL, abortSignal }),
+    )) as unknown as Buffer;
     const chunks: Buffer[] = [];
     const sink = new Writable({
       write(chunk: Buffer, _encoding, done) {
@@ -540,7 +634,7 @@ async function containerLogs(docker: Docker, container: Docker.Container): Promi
       },
     });
     const source = Readable.from([framed]);
-    docker.modem.demuxStream(source, sink, sink);
+    engine.docker.modem.demuxStream(source, sink, sink);
     await once(source, "end");
     return Buffer.concat(chunks).toString("utf8").trim();
   } catch {
@@ -548,9 +642,11 @@ async function containerLogs(docker: Docker, container: Docker.Container): Promi
   }
 }
 
-async function removeContainer(container: Docker.Container): Promise<void> {
+async function removeContainer(engine: DockerEngine, id: string): Promise<void> {
   try {
-    await container.remove({ force: true });
+    await engine.call("removing a container", (abortSignal) =>
+      engine.docker.getContainer(id).remove({ force: true, abortSignal }),
+    );
   } catch (err) {
     const status = (err as { statusCode?: number }).statusCode;
     // Gone already, or being removed by an earlier call.
@@ -568,15 +664,9 @@ function engineError(placement: Placement, err: unknown, doing?: string): Platfo
     : new PlatformError(`${what} refused: ${message}`, 502);
 }
 
-function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(message)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
+/** Nodes with the same engine address and TLS files share one client. */
+const engineKey = (endpoint: DockerEndpoint) =>
+  JSON.stringify([engineAddress(endpoint), endpoint.tls ?? null]);
 
 class DockerInstance implements InstanceHandle {
   readonly id: string;
@@ -599,6 +689,11 @@ class DockerInstance implements InstanceHandle {
     this.#placement = placement;
     this.#spec = spec;
     this.#use(deployment);
+  }
+
+  /** The engine this instance's containers run on. */
+  get engine(): DockerEngine {
+    return this.#placement.engine;
   }
 
   #live(): Deployment {
@@ -766,7 +861,11 @@ class DockerInstance implements InstanceHandle {
     if (!deployment.exited()) {
       try {
         await deployment.client.shutdown({ handover: options.handover });
-        await withTimeout(deployment.container.wait(), STOP_GRACE_S * 1000, "the twin did not exit");
+        await this.#placement.engine.call(
+          "waiting for the twin to exit",
+          (abortSignal) => deployment.container.wait({ abortSignal }),
+          STOP_GRACE_S * 1000,
+        );
       } catch (err) {
         this.#driver.logger?.warn(
           { instance: this.id, container: deployment.name, err: (err as Error).message },
@@ -775,7 +874,7 @@ class DockerInstance implements InstanceHandle {
       }
     }
     deployment.stopWatching();
-    await removeContainer(deployment.container);
+    await removeContainer(this.#placement.engine, deployment.containerId);
   }
 
   #fail(reason: string): void {

@@ -1,5 +1,6 @@
 import { constants } from "node:fs";
 import { open, stat } from "node:fs/promises";
+import type { Agent } from "node:http";
 import Docker from "dockerode";
 import { z } from "zod";
 import { BROKER_CREDENTIALS, hasCredentials } from "../../security/outbound.js";
@@ -98,10 +99,14 @@ export function parseDockerEndpoint(endpoint: Record<string, unknown> | undefine
   return parsed.data;
 }
 
+/** The protocol the gateway speaks to the engine. */
+export const engineProtocol = (e: DockerEndpoint): "http" | "https" =>
+  e.protocol ?? (e.tls ? "https" : "http");
+
 /** Where the engine is, for messages and for telling engines apart. */
 export function engineAddress(e: DockerEndpoint): string {
   if (e.host === undefined) return `unix://${e.socketPath ?? DEFAULT_SOCKET}`;
-  const protocol = e.protocol ?? (e.tls ? "https" : "http");
+  const protocol = engineProtocol(e);
   return `${protocol}://${e.host}:${e.port ?? (protocol === "https" ? 2376 : 2375)}`;
 }
 
@@ -186,10 +191,15 @@ async function readTlsFile(path: string, field: string): Promise<Buffer> {
   }
 }
 
-/** The engine's client; a remote engine's TLS files are read here, asynchronously. */
-export async function dockerClient(e: DockerEndpoint): Promise<Docker> {
-  if (e.host === undefined) return new Docker({ socketPath: e.socketPath ?? DEFAULT_SOCKET });
-  const protocol = e.protocol ?? (e.tls ? "https" : "http");
+/**
+ * The engine's client; a remote engine's TLS files are read here, asynchronously. `agent` (an
+ * https one for https): its connections are the client's, so destroying it closes them all.
+ */
+export async function dockerClient(e: DockerEndpoint, agent?: Agent): Promise<Docker> {
+  // docker-modem takes `agent`; dockerode's typings do not list it.
+  const withAgent = agent ? ({ agent } as Docker.DockerOptions) : {};
+  if (e.host === undefined) return new Docker({ socketPath: e.socketPath ?? DEFAULT_SOCKET, ...withAgent });
+  const protocol = engineProtocol(e);
   const { tls } = e;
   const files = tls
     ? await Promise.all([
@@ -203,6 +213,7 @@ export async function dockerClient(e: DockerEndpoint): Promise<Docker> {
     port: e.port ?? (protocol === "https" ? 2376 : 2375),
     protocol,
     ...(files ? { ca: files[0], cert: files[1], key: files[2] } : {}),
+    ...withAgent,
   });
 }
 

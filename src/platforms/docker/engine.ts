@@ -1,12 +1,22 @@
+import { Agent as HttpAgent } from "node:http";
+import { Agent as HttpsAgent } from "node:https";
 import type Docker from "dockerode";
 import type { Logger } from "../../logger.js";
-import { type DockerEndpoint, dockerClient, engineAddress } from "./endpoint.js";
+import { PlatformError } from "../driver.js";
+import { type DockerEndpoint, dockerClient, engineAddress, engineProtocol } from "./endpoint.js";
 
 /**
  * One Docker engine as the driver uses it: the dockerode client and the engine's event stream,
  * through which a container's death reaches its instance at once (a killed container is reported
  * within milliseconds, not at the next poll). Nodes on the same engine share one.
+ *
+ * dockerode has no deadline of its own: an engine that accepts connections and never answers
+ * would hold every caller forever. So every request goes through call(), which gives it one, and
+ * the client has an agent of its own, so that close() ends every connection to the engine.
  */
+
+/** Longest one engine API request may take by default, ms (DTC_PLATFORM_TIMEOUT_MS). */
+export const DEFAULT_ENGINE_TIMEOUT_MS = 10_000;
 
 /** Why a container stopped running, as the engine tells it. */
 export interface ContainerExit {
@@ -29,29 +39,94 @@ export const LABEL = {
 
 const RECONNECT_MS = 1000;
 
+export interface DockerEngineOptions {
+  /** Longest one request may take, ms (default DEFAULT_ENGINE_TIMEOUT_MS). */
+  timeoutMs?: number;
+  logger?: Logger;
+}
+
 export class DockerEngine {
   readonly docker: Docker;
   readonly address: string;
+  /** Longest one request may take, ms. */
+  readonly timeoutMs: number;
   readonly #gatewayId: string;
   readonly #logger: Logger | undefined;
+  readonly #agent: HttpAgent;
+  /** Aborted by close(): requests still waiting for the engine end at once. */
+  readonly #closing = new AbortController();
   readonly #listeners = new Map<string, ExitListener>();
   /** Containers the engine said ran out of memory (the `oom` event comes before `die`). */
   readonly #oom = new Set<string>();
   #stream: NodeJS.ReadableStream | undefined;
+  /** Ends the event stream's request (before its answer, or the stream itself). */
+  #streamAbort: AbortController | undefined;
   #following: Promise<void> | undefined;
   #reconnect: NodeJS.Timeout | undefined;
   #closed = false;
 
   /** The engine of `endpoint` (a remote engine's TLS files read, asynchronously). */
-  static async connect(endpoint: DockerEndpoint, gatewayId: string, logger?: Logger): Promise<DockerEngine> {
-    return new DockerEngine(await dockerClient(endpoint), engineAddress(endpoint), gatewayId, logger);
+  static async connect(
+    endpoint: DockerEndpoint,
+    gatewayId: string,
+    options: DockerEngineOptions = {},
+  ): Promise<DockerEngine> {
+    const agent =
+      engineProtocol(endpoint) === "https" && endpoint.host !== undefined
+        ? new HttpsAgent({ keepAlive: true })
+        : new HttpAgent({ keepAlive: true });
+    return new DockerEngine(
+      await dockerClient(endpoint, agent),
+      agent,
+      engineAddress(endpoint),
+      gatewayId,
+      options,
+    );
   }
 
-  private constructor(docker: Docker, address: string, gatewayId: string, logger?: Logger) {
+  private constructor(
+    docker: Docker,
+    agent: HttpAgent,
+    address: string,
+    gatewayId: string,
+    options: DockerEngineOptions,
+  ) {
     this.docker = docker;
+    this.#agent = agent;
     this.address = address;
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_ENGINE_TIMEOUT_MS;
     this.#gatewayId = gatewayId;
-    this.#logger = logger;
+    this.#logger = options.logger;
+  }
+
+  /**
+   * Runs one request to the engine (`request` gets the signal to pass to dockerode as
+   * `abortSignal`) with a deadline: no answer within `timeoutMs` is a 504 naming the engine and
+   * what was being done, and the request is aborted. Also ends when the engine is closed.
+   */
+  call<T>(
+    doing: string,
+    request: (signal: AbortSignal) => Promise<T>,
+    timeoutMs = this.timeoutMs,
+  ): Promise<T> {
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const signal = AbortSignal.any([timeout, this.#closing.signal]);
+    const aborted = () =>
+      timeout.aborted
+        ? new PlatformError(
+            `${doing}: the Docker engine at ${this.address} did not answer within ${timeoutMs} ms`,
+            504,
+          )
+        : new PlatformError(`${doing}: the gateway let go of the Docker engine at ${this.address}`, 503);
+    if (signal.aborted) return Promise.reject(aborted());
+    return new Promise<T>((resolve, reject) => {
+      // Settles on the deadline even if the request does not heed its signal.
+      const onAbort = () => reject(aborted());
+      signal.addEventListener("abort", onAbort, { once: true });
+      request(signal)
+        .then(resolve, (err: unknown) => reject(signal.aborted ? aborted() : err))
+        .finally(() => signal.removeEventListener("abort", onAbort));
+    });
   }
 
   /** Calls `listener` once when container `id` stops running; returns the function that stops listening. */
@@ -64,11 +139,15 @@ export class DockerEngine {
     };
   }
 
+  /** Ends the event stream, every request in flight and every connection to the engine. */
   close(): void {
+    if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#reconnect);
     this.#listeners.clear();
     this.#destroyStream();
+    this.#closing.abort();
+    this.#agent.destroy();
   }
 
   #follow(): Promise<void> {
@@ -81,13 +160,28 @@ export class DockerEngine {
   }
 
   async #open(): Promise<void> {
-    const stream = await this.docker.getEvents({
-      filters: JSON.stringify({
-        type: ["container"],
-        event: ["die", "oom"],
-        label: [`${LABEL.gateway}=${this.#gatewayId}`],
-      }),
-    });
+    // The deadline covers the answer's headers only: the stream itself stays open, quiet or not.
+    const abort = new AbortController();
+    this.#streamAbort = abort;
+    const headers = setTimeout(() => abort.abort(), this.timeoutMs);
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = await this.docker.getEvents({
+        filters: JSON.stringify({
+          type: ["container"],
+          event: ["die", "oom"],
+          label: [`${LABEL.gateway}=${this.#gatewayId}`],
+        }),
+        abortSignal: abort.signal,
+      });
+    } catch (err) {
+      if (abort.signal.aborted && !this.#closed) {
+        throw new Error(`the Docker engine at ${this.address} did not answer within ${this.timeoutMs} ms`);
+      }
+      throw err;
+    } finally {
+      clearTimeout(headers);
+    }
     if (this.#closed) {
       (stream as unknown as { destroy?: () => void }).destroy?.();
       return;
@@ -132,7 +226,9 @@ export class DockerEngine {
   async #checkListeners(): Promise<void> {
     for (const id of [...this.#listeners.keys()]) {
       try {
-        const info = await this.docker.getContainer(id).inspect();
+        const info = await this.call("inspecting a container", (abortSignal) =>
+          this.docker.getContainer(id).inspect({ abortSignal }),
+        );
         if (!info.State.Running) {
           this.#exited(id, { exitCode: info.State.ExitCode, oomKilled: info.State.OOMKilled });
         }
@@ -159,6 +255,8 @@ export class DockerEngine {
     const stream = this.#stream as unknown as { destroy?: () => void } | undefined;
     this.#stream = undefined;
     this.#following = undefined;
+    this.#streamAbort?.abort();
+    this.#streamAbort = undefined;
     stream?.destroy?.();
   }
 }

@@ -95,6 +95,17 @@ export class InProcessDriver implements PlatformDriver {
     if (runtime?.get(id)) await runtime.remove(id);
   }
 
+  /** Closes the runtime of a removed node (its servient, HTTP server and broker connections). */
+  async release(node: NodeTarget): Promise<void> {
+    const runtime = this.#creating.get(node.id);
+    if (!runtime) return;
+    this.#creating.delete(node.id);
+    this.#runtimes.delete(node.id);
+    // A runtime that failed to start has nothing to close.
+    const started = await runtime.catch(() => undefined);
+    await started?.close();
+  }
+
   /** Closes every node's runtime: its twins are no longer exposed and their retained TDs cleared. */
   async close(): Promise<void> {
     this.#closed = true;
