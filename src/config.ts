@@ -32,6 +32,8 @@ export interface Config {
   publicUrl: string | undefined;
   /** How often twins evaluate entanglement and push it to consumers, ms. */
   entanglementIntervalMs: number;
+  /** How far ahead of a twin's clock a PT timestamp may be before it is refused, ms. */
+  ptClockSkewMs: number;
   /** The directory's limits and timers. */
   directory: {
     /** Longest a search query may run, ms. */
@@ -144,6 +146,10 @@ export const ENVIRONMENT = {
   DTC_ENTANGLEMENT_INTERVAL_MS: {
     default: "1000",
     doc: "How often each twin evaluates its entanglement (ODTE) and pushes it to observers, ms (50-60000).",
+  },
+  DTC_PT_CLOCK_SKEW_MS: {
+    default: "60000",
+    doc: "How far ahead of a twin's clock a PT timestamp may be: a later one is counted as malformed and never committed (one such message would otherwise hide every genuine one after it), ms (0-86400000).",
   },
   DTC_SEARCH_TIMEOUT_MS: {
     default: "5000",
@@ -311,6 +317,7 @@ const schema = z
       .regex(/^\d+$/, "must be a whole number of milliseconds")
       .transform(Number)
       .refine((n) => n >= 50 && n <= 60_000, "must be between 50 and 60000 ms"),
+    DTC_PT_CLOCK_SKEW_MS: wholeNumber(0, 86_400_000, "ms"),
     DTC_SEARCH_TIMEOUT_MS: wholeNumber(10, 600_000, "ms"),
     DTC_SEARCH_MAX_RESULTS: wholeNumber(1, 1_000_000, "results"),
     DTC_SEARCH_INDEX_COPIES: wholeNumber(1, 8, "copies"),
@@ -468,6 +475,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       : undefined,
     publicUrl: v.DTC_PUBLIC_URL ? v.DTC_PUBLIC_URL.replace(/\/+$/, "") : undefined,
     entanglementIntervalMs: v.DTC_ENTANGLEMENT_INTERVAL_MS,
+    ptClockSkewMs: v.DTC_PT_CLOCK_SKEW_MS,
     directory: {
       searchTimeoutMs: v.DTC_SEARCH_TIMEOUT_MS,
       searchMaxResults: v.DTC_SEARCH_MAX_RESULTS,

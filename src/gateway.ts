@@ -192,6 +192,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     // node-wot's HTTP servers listen on loopback only; consumers go through {url}/twins/.
     httpBaseUri: () => `${publicBase}/twins`,
     pushIntervalMs: config.entanglementIntervalMs,
+    ptClockSkewMs: config.ptClockSkewMs,
     logger,
   });
   const docker = new DockerDriver({
@@ -201,6 +202,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     httpBaseUri: () => `${publicBase}/twins`,
     gatewayId: managerStore.gatewayId,
     pushIntervalMs: config.entanglementIntervalMs,
+    ptClockSkewMs: config.ptClockSkewMs,
     engineTimeoutMs: config.manager.platformTimeoutMs,
     logger,
   });

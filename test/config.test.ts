@@ -22,6 +22,7 @@ describe("configuration from the environment", () => {
       sparql: undefined,
       publicUrl: undefined,
       entanglementIntervalMs: 1000,
+      ptClockSkewMs: 60000,
       directory: {
         searchTimeoutMs: 5000,
         searchMaxResults: 10000,
@@ -65,6 +66,7 @@ describe("configuration from the environment", () => {
       DTC_SPARQL_PASSWORD: " pass word ",
       DTC_PUBLIC_URL: "https://dtc.example.org/",
       DTC_ENTANGLEMENT_INTERVAL_MS: "250",
+      DTC_PT_CLOCK_SKEW_MS: "0",
       DTC_SEARCH_TIMEOUT_MS: "2000",
       DTC_SEARCH_MAX_RESULTS: "500",
       DTC_MAX_BODY_BYTES: "65536",
@@ -79,6 +81,7 @@ describe("configuration from the environment", () => {
     expect(config).toMatchObject({
       publicUrl: "https://dtc.example.org",
       entanglementIntervalMs: 250,
+      ptClockSkewMs: 0,
       port: 0,
       host: "0.0.0.0",
       dataDir: "/var/lib/dtc",

@@ -40,7 +40,7 @@ describe(`fuzz: hostile requests and messages (seeds ${SEEDS.join(",")}, ${RUNS}
   let genuine: ReturnType<typeof setInterval>;
   const published: { at: number; temperature: number }[] = [];
   const uncaught: unknown[] = [];
-  const onUncaught = (err: unknown) => uncaught.push(err);
+  const onUncaught = (err: unknown) => uncaught.push(err instanceof Error ? (err.stack ?? err.message) : err);
   const keepTd = {
     "@context": "https://www.w3.org/2022/wot/td/v1.1",
     id: "urn:fuzz:keep",

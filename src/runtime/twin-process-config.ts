@@ -40,6 +40,8 @@ export interface TwinProcessSettings {
   /** Bearer token of the management routes (all but GET /health); undefined = open. */
   token: string | undefined;
   entanglementIntervalMs: number;
+  /** How far ahead of the twin's clock a PT timestamp may be, ms. */
+  ptClockSkewMs: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 }
 
@@ -80,6 +82,10 @@ export const TWIN_ENVIRONMENT = {
     default: "1000",
     doc: "How often the twin evaluates its entanglement (ODTE) and pushes it to observers, ms (50-60000).",
   },
+  DTC_PT_CLOCK_SKEW_MS: {
+    default: "60000",
+    doc: "How far ahead of the twin's clock a PT timestamp may be; later ones are refused as malformed, ms (0-86400000).",
+  },
   LOG_LEVEL: {
     default: "info",
     doc: "fatal, error, warn, info, debug, trace or silent (pino JSON on stdout).",
@@ -114,6 +120,11 @@ const environment = z.object({
     .regex(/^\d+$/, "must be a whole number of milliseconds")
     .transform(Number)
     .refine((n) => n >= 50 && n <= 60_000, "must be between 50 and 60000 ms"),
+  DTC_PT_CLOCK_SKEW_MS: z
+    .string()
+    .regex(/^\d+$/, "must be a whole number of milliseconds")
+    .transform(Number)
+    .refine((n) => n <= 86_400_000, "must be at most 86400000 ms"),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
 });
 
@@ -256,6 +267,7 @@ export function loadTwinProcessSettings(env: NodeJS.ProcessEnv = process.env): T
     baseUri: v.DTC_TWIN_BASE_URI ? v.DTC_TWIN_BASE_URI.replace(/\/+$/, "") : undefined,
     token: v.DTC_TWIN_TOKEN === "" ? undefined : v.DTC_TWIN_TOKEN,
     entanglementIntervalMs: v.DTC_ENTANGLEMENT_INTERVAL_MS,
+    ptClockSkewMs: v.DTC_PT_CLOCK_SKEW_MS,
     logLevel: v.LOG_LEVEL,
   };
 }

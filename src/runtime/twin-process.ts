@@ -150,6 +150,7 @@ export class TwinProcess implements ManagedTwinProcess {
       managementTopic: managementTopicOf(config.twin.id),
       http: { port: settings.httpPort, address: settings.host, baseUri: settings.baseUri },
       pushIntervalMs: settings.entanglementIntervalMs,
+      ptClockSkewMs: settings.ptClockSkewMs,
       logger,
     });
     const proc = new TwinProcess(config.twin.id, runtime, logger);

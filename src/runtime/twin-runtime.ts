@@ -41,6 +41,8 @@ export interface TwinRuntimeOptions {
   managementTopic?: string;
   /** How often entanglement is evaluated and pushed to consumers, ms (default 1000). */
   pushIntervalMs?: number;
+  /** How far ahead of the twin's clock a PT timestamp may be, ms (default MAX_FUTURE_SKEW_MS). */
+  ptClockSkewMs?: number;
   logger?: Logger;
 }
 
@@ -192,6 +194,7 @@ export class TwinRuntime {
   }
 
   async #start(twin: Twin, description: JsonObject): Promise<Twin> {
+    if (this.options.ptClockSkewMs !== undefined) twin.maxFutureSkewMs = this.options.ptClockSkewMs;
     const connection = this.#acquire(twin.config.brokerUrl ?? this.options.brokerUrl);
     const running: Running = { twin, connection, attachment: undefined, td: description };
     this.#track(running);

@@ -15,6 +15,7 @@ import {
   type DisabledAugmentation,
 } from "./augmentation.js";
 import {
+  MAX_FUTURE_SKEW_MS,
   normalisePhysicalMessage,
   type PhysicalEvent,
   PhysicalMessageError,
@@ -439,6 +440,9 @@ export class Twin {
    * One raw telemetry message: normalise, shadow, augment, commit. Returns the committed update,
    * or undefined when the message was rejected (counted and recorded) or stale.
    */
+  /** How far ahead of this twin's clock a PT timestamp may be (its runtime sets DTC_PT_CLOCK_SKEW_MS). */
+  maxFutureSkewMs = MAX_FUTURE_SKEW_MS;
+
   handleTelemetry(topic: string, payload: Uint8Array | string, receivedAt: number): StateRecord | undefined {
     const iface = this.iface;
     if (!iface || !this.attached) return undefined;
@@ -446,7 +450,7 @@ export class Twin {
     let event: PhysicalEvent;
     let values: Record<string, unknown>;
     try {
-      event = normalisePhysicalMessage(topic, payload, iface, receivedAt);
+      event = normalisePhysicalMessage(topic, payload, iface, receivedAt, this.maxFutureSkewMs);
       values = this.#shadow(event);
     } catch (err) {
       this.counters.rejected++;

@@ -52,6 +52,8 @@ export interface DockerDriverOptions {
   gatewayId: string;
   /** How often twins evaluate entanglement and push it, ms. */
   pushIntervalMs?: number;
+  /** How far ahead of a twin's clock a PT timestamp may be, ms (passed to the twin process). */
+  ptClockSkewMs?: number;
   /** Longest a container may take to answer as ready, ms (default 60,000). */
   startTimeoutMs?: number;
   /** Longest one engine API request may take, ms (default 10,000; DTC_PLATFORM_TIMEOUT_MS). */
@@ -505,6 +507,9 @@ export class DockerDriver implements PlatformDriver {
         : []),
       ...(this.#options.pushIntervalMs
         ? [`DTC_ENTANGLEMENT_INTERVAL_MS=${this.#options.pushIntervalMs}`]
+        : []),
+      ...(this.#options.ptClockSkewMs !== undefined
+        ? [`DTC_PT_CLOCK_SKEW_MS=${this.#options.ptClockSkewMs}`]
         : []),
     ];
   }

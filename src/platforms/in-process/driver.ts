@@ -36,6 +36,8 @@ export interface InProcessDriverOptions {
   httpBaseUri: () => string;
   /** How often entanglement is evaluated and pushed, ms (TwinRuntime's default when absent). */
   pushIntervalMs?: number;
+  /** How far ahead of a twin's clock a PT timestamp may be, ms. */
+  ptClockSkewMs?: number;
   logger?: Logger;
 }
 
@@ -127,7 +129,8 @@ export class InProcessDriver implements PlatformDriver {
     if (this.#closed) return Promise.reject(new Error("the in-process driver is closed"));
     let runtime = this.#creating.get(nodeId);
     if (!runtime) {
-      const { registry, brokerUrl, brokerCredentials, httpBaseUri, pushIntervalMs, logger } = this.#options;
+      const { registry, brokerUrl, brokerCredentials, httpBaseUri, pushIntervalMs, ptClockSkewMs, logger } =
+        this.#options;
       runtime = TwinRuntime.start({
         registry,
         brokerUrl,
@@ -135,6 +138,7 @@ export class InProcessDriver implements PlatformDriver {
         // node-wot listens on loopback only: consumers come through the gateway's /twins/.
         http: { port: 0, address: "127.0.0.1", baseUri: httpBaseUri() },
         pushIntervalMs,
+        ...(ptClockSkewMs !== undefined ? { ptClockSkewMs } : {}),
         logger: logger?.child({ node: nodeId }),
       }).then(
         (started) => {
