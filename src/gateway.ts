@@ -18,6 +18,7 @@ import type { DirectoryStore } from "./directory/store.js";
 import { mountThingsApi } from "./directory/things-api.js";
 import { TwinStatusPublisher } from "./directory/twin-status.js";
 import { mountWellKnown } from "./directory/well-known.js";
+import { twinTdId } from "./domain/vocabulary.js";
 import { createApp } from "./http/app.js";
 import { mountTwinsProxy } from "./http/twins-proxy.js";
 import type { Logger } from "./logger.js";
@@ -30,7 +31,9 @@ import { type EmbeddedBroker, startEmbeddedBroker } from "./mqtt/embedded-broker
 import { measureBrokerLatency } from "./mqtt/latency.js";
 import { packageVersion, thingModelsDir } from "./paths.js";
 import { DockerDriver } from "./platforms/docker/driver.js";
+import type { PlatformDriver } from "./platforms/driver.js";
 import { InProcessDriver } from "./platforms/in-process/driver.js";
+import { createDrivers } from "./platforms/registry.js";
 import { Authenticator, INTERNAL_USER, TWIN_USER_PREFIX } from "./security/authenticator.js";
 import { createJwtVerifier } from "./security/jwt.js";
 import { twinTopicsOf } from "./security/mqtt-acl.js";
@@ -53,6 +56,8 @@ export interface Gateway {
   twinStatus: TwinStatusPublisher;
   /** The DTC Manager: inventory, deployment and management of twins (the /api routes). */
   manager: DtcManager;
+  /** The platform drivers, one per registered platform that has one (src/platforms/registry.ts). */
+  drivers: PlatformDriver[];
   /** The in-process platform driver (twins in this process: node `local` and other in-process nodes). */
   inProcess: InProcessDriver;
   /** The Docker platform driver (twins as containers on the engines of docker nodes). */
@@ -173,7 +178,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     }
     const td = await instantiate(models, record.schema, {
       placeholders: record.configuration,
-      id: `urn:dtc:twin:${id}`,
+      id: twinTdId(id),
     });
     return twinTopicsOf(td);
   };
@@ -185,34 +190,25 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     outbound: { allowedImages: security.allowedImages, allowedOutboundHosts: security.allowedOutboundHosts },
     logger,
   });
-  const inProcess = new InProcessDriver({
+  const drivers = createDrivers({
     registry: models,
     brokerUrl,
-    ...(brokerCredentials ? { brokerCredentials } : {}),
+    ...(brokerCredentials ? { gatewayBrokerCredentials: brokerCredentials } : {}),
+    twinBrokerCredentials: (id) => (embedded ? internal(`${TWIN_USER_PREFIX}${id}`) : config.mqttCredentials),
     // node-wot's HTTP servers listen on loopback only; consumers go through {url}/twins/.
-    httpBaseUri: () => `${publicBase}/twins`,
-    pushIntervalMs: config.entanglementIntervalMs,
-    ptClockSkewMs: config.ptClockSkewMs,
-    logger,
-  });
-  const docker = new DockerDriver({
-    registry: models,
-    brokerUrl,
-    brokerCredentials: (id) => (embedded ? internal(`${TWIN_USER_PREFIX}${id}`) : config.mqttCredentials),
     httpBaseUri: () => `${publicBase}/twins`,
     gatewayId: managerStore.gatewayId,
     pushIntervalMs: config.entanglementIntervalMs,
     ptClockSkewMs: config.ptClockSkewMs,
-    engineTimeoutMs: config.manager.platformTimeoutMs,
+    platformTimeoutMs: config.manager.platformTimeoutMs,
     logger,
   });
   manager = new DtcManager({
     store: managerStore,
     inventory,
-    drivers: [inProcess, docker],
+    drivers,
     directory,
     twinStatus,
-    publicBase: base,
     secureTd: secure,
     reconcileIntervalMs: config.manager.reconcileIntervalMs,
     checkpointIntervalMs: config.manager.checkpointIntervalMs,
@@ -325,8 +321,9 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     directory,
     twinStatus,
     manager,
-    inProcess,
-    docker,
+    drivers,
+    inProcess: driverOf(drivers, InProcessDriver),
+    docker: driverOf(drivers, DockerDriver),
     routes: app.routes.map(({ method, path }) => ({ method, path })),
     tokens,
     authenticator,
@@ -345,4 +342,14 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       managerStore.close();
     },
   };
+}
+
+/** The driver of one class among `drivers` (the composition root knows the concrete ones). */
+function driverOf<D extends PlatformDriver>(
+  drivers: PlatformDriver[],
+  type: abstract new (...args: never[]) => D,
+): D {
+  const driver = drivers.find((d): d is D => d instanceof type);
+  if (driver === undefined) throw new Error(`no ${type.name} among the platform drivers`);
+  return driver;
 }

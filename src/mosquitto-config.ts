@@ -7,11 +7,14 @@
  * mosquitto.conf needs. Run it again after creating or revoking tokens and starting twins, then
  * reload mosquitto (SIGHUP).
  */
+
 import { chmodSync, existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { ENVIRONMENT } from "./config.js";
+import { errorMessage } from "./domain/errors.js";
+import { twinTdId } from "./domain/vocabulary.js";
 import { ManagerStore } from "./manager/manager-store.js";
 import { thingModelsDir } from "./paths.js";
 import { mosquittoFiles } from "./security/mosquitto.js";
@@ -71,7 +74,7 @@ async function twinTopics(
       try {
         registry.register(summary.iri, model);
       } catch (err) {
-        warn(`schema ${summary.iri} cannot be loaded: ${(err as Error).message}`);
+        warn(`schema ${summary.iri} cannot be loaded: ${errorMessage(err)}`);
       }
     }
     return registry;
@@ -83,12 +86,10 @@ async function twinTopics(
       try {
         td = await instantiate(await models(), record.schema, {
           placeholders: record.configuration,
-          id: `urn:dtc:twin:${record.id}`,
+          id: twinTdId(record.id),
         });
       } catch (err) {
-        warn(
-          `twin ${record.id}: its TD cannot be made from schema ${record.schema}: ${(err as Error).message}`,
-        );
+        warn(`twin ${record.id}: its TD cannot be made from schema ${record.schema}: ${errorMessage(err)}`);
         continue;
       }
     }
@@ -146,7 +147,7 @@ async function main(): Promise<void> {
     }
     internal = { username, password };
   } catch (err) {
-    process.stderr.write(`mosquitto-config: ${(err as Error).message}\n\n${USAGE}`);
+    process.stderr.write(`mosquitto-config: ${errorMessage(err)}\n\n${USAGE}`);
     process.exit(2);
   }
   const dataDir = resolve(process.env.DTC_DATA_DIR || ENVIRONMENT.DTC_DATA_DIR.default);
@@ -159,7 +160,7 @@ async function main(): Promise<void> {
       onWarning: (message) => process.stderr.write(`warning: ${message}\n`),
     });
   } catch (err) {
-    process.stderr.write(`mosquitto-config: ${(err as Error).message}\n`);
+    process.stderr.write(`mosquitto-config: ${errorMessage(err)}\n`);
     process.exit(err instanceof UsageError ? 2 : 1);
   }
   process.stdout.write(
@@ -178,7 +179,7 @@ async function main(): Promise<void> {
 // A command when run, a module when imported (the tests call writeMosquittoConfig).
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
   main().catch((err) => {
-    process.stderr.write(`mosquitto-config: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`mosquitto-config: ${errorMessage(err)}\n`);
     process.exit(1);
   });
 }

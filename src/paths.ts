@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { errorMessage } from "./domain/errors.js";
 
 /**
  * The project root (where package.json, ontology/ and thing-models/ live). Found by walking up
@@ -27,7 +28,7 @@ export function readJsonFile(path: string): unknown {
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new Error(`${path}: not valid JSON: ${(err as Error).message}`);
+    throw new Error(`${path}: not valid JSON: ${errorMessage(err)}`);
   }
 }
 

@@ -1,8 +1,8 @@
 import { once } from "node:events";
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { instantiate } from "../src/wot/instantiate.js";
 import type { JsonObject } from "../src/wot/rdf.js";
 import { type GatewayProcess, gatewayMain, startGatewayProcess } from "./gateway-process.js";
@@ -21,12 +21,12 @@ describe("directory durability (kill -9 of the gateway process)", () => {
       placeholders: { DEVICE_ID: "d" },
     });
   });
-  afterEach(() => {
-    for (const { child } of gateways) if (child.exitCode === null) child.kill("SIGKILL");
-  });
+  afterEach(() => Promise.all(gateways.splice(0).map((g) => g.kill())));
 
   it("keeps every write that got a 2xx while 16 clients wrote concurrently", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "dtc-kill-"));
+    // After afterEach: the gateways are gone by then.
+    onTestFinished(() => rmSync(dataDir, { recursive: true, force: true }));
     const first = await startGatewayProcess({ DTC_DATA_DIR: dataDir });
     gateways.push(first);
     const { url } = first;

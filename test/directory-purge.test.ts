@@ -1,4 +1,4 @@
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -13,16 +13,21 @@ import { sample, sampleRegistry } from "./helpers.js";
 describe("purge of expired TDs", () => {
   let td: JsonObject;
   let store: EmbeddedStore;
+  let dir: string;
   beforeAll(async () => {
     td = await instantiate(await sampleRegistry(), sample("iiot-device.tm.jsonld"), {
       placeholders: { DEVICE_ID: "p" },
     });
     delete td.id; // each test names its TDs
   });
-  afterEach(() => store.close());
+  afterEach(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   it("deletes what expired, and only that, each with a thing_deleted event", async () => {
-    store = new EmbeddedStore(mkdtempSync(join(tmpdir(), "dtc-purge-")));
+    dir = mkdtempSync(join(tmpdir(), "dtc-purge-"));
+    store = new EmbeddedStore(dir);
     await store.open();
     let clock = Date.UTC(2026, 0, 1);
     const changes: ThingChange[] = [];

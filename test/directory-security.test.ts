@@ -144,7 +144,7 @@ describe.each(storeAdapters())("ids the gateway owns, on the %s store", (_name, 
     const graphId = `${STATUS_GRAPH_PREFIX}x`;
     const err = await directory.put(graphId, td(graphId, GATEWAY_HREF)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DirectoryError);
-    expect((err as DirectoryError).status).toBe(400);
+    expect((err as DirectoryError).kind).toBe("invalid");
   });
 });
 

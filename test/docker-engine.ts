@@ -154,7 +154,7 @@ async function stopProcess(proc: ChildProcess, deadlineMs: number): Promise<void
 }
 
 /** Mount points at or under `dir` (dockerd bind-mounts its data root; a killed one may leave it). */
-function mountsUnder(dir: string): string[] {
+export function mountsUnder(dir: string): string[] {
   let table: string;
   try {
     table = readFileSync("/proc/self/mountinfo", "utf8");
@@ -170,7 +170,7 @@ function mountsUnder(dir: string): string[] {
 }
 
 /** Removes a private engine's dir: leftover mounts first (deepest first, lazily), then the files. */
-function removeEngineDir(dir: string): void {
+export function removeEngineDir(dir: string): void {
   for (const mount of mountsUnder(dir).sort((a, b) => b.length - a.length)) {
     spawnSync("umount", ["-l", mount], { stdio: "ignore" });
   }

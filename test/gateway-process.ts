@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { projectRoot } from "../src/paths.js";
 
@@ -14,6 +15,8 @@ export interface GatewayProcess {
   readyMs: number;
   /** SIGTERM, and resolves once it exited. */
   stop(): Promise<void>;
+  /** SIGKILL, and resolves once it exited (cleanup after a failed test). */
+  kill(): Promise<void>;
 }
 
 /**
@@ -24,7 +27,15 @@ export interface GatewayProcess {
 export async function startGatewayProcess(env: Record<string, string>): Promise<GatewayProcess> {
   const started = performance.now();
   const child = spawn(process.execPath, ["--no-node-snapshot", gatewayMain], {
-    env: { PATH: process.env.PATH ?? "", DTC_PORT: "0", DTC_MQTT_PORT: "0", DTC_AUTH: "off", ...env },
+    env: {
+      PATH: process.env.PATH ?? "",
+      // The run's temp root (test/global-setup.ts), where its teardown looks for leftover processes.
+      TMPDIR: tmpdir(),
+      DTC_PORT: "0",
+      DTC_MQTT_PORT: "0",
+      DTC_AUTH: "off",
+      ...env,
+    },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const url = await new Promise<string>((resolve, reject) => {
@@ -40,15 +51,17 @@ export async function startGatewayProcess(env: Record<string, string>): Promise<
       if (buffer.length > 1e6) buffer = buffer.slice(-1e4);
     });
   });
+  const signalAndWait = async (signal: NodeJS.Signals) => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, "exit");
+    child.kill(signal);
+    await exited;
+  };
   return {
     child,
     url,
     readyMs: performance.now() - started,
-    stop: async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = once(child, "exit");
-      child.kill("SIGTERM");
-      await exited;
-    },
+    stop: () => signalAndWait("SIGTERM"),
+    kill: () => signalAndWait("SIGKILL"),
   };
 }

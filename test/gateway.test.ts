@@ -1,11 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HttpClientFactory } from "@node-wot/binding-http";
 import { Servient } from "@node-wot/core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { loadConfig } from "../src/config.js";
 import { type Gateway, startGateway } from "../src/gateway.js";
 import { createLogger } from "../src/logger.js";
@@ -41,8 +41,9 @@ const removeTwin = async (gateway: Gateway, id: string) =>
 
 describe("gateway (in-process)", () => {
   let gateway: Gateway;
+  let dataDir: string;
   beforeAll(async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), "dtc-gw-"));
+    dataDir = mkdtempSync(join(tmpdir(), "dtc-gw-"));
     gateway = await startGateway(
       loadConfig({
         DTC_PORT: "0",
@@ -55,7 +56,10 @@ describe("gateway (in-process)", () => {
       createLogger("silent"),
     );
   });
-  afterAll(() => gateway.close());
+  afterAll(async () => {
+    await gateway?.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
 
   it("serves /healthz with version and uptime", async () => {
     const res = await fetch(`${gateway.url}/healthz`);
@@ -169,6 +173,7 @@ describe("gateway (in-process)", () => {
 describe("gateway shutdown", () => {
   it("closes while a consumer's long poll is waiting on a twin", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "dtc-gw-"));
+    onTestFinished(() => rmSync(dataDir, { recursive: true, force: true }));
     const gateway = await startGateway(
       loadConfig({ DTC_PORT: "0", DTC_MQTT_PORT: "0", DTC_DATA_DIR: dataDir, DTC_AUTH: "off" }),
       createLogger("silent"),
@@ -195,16 +200,24 @@ describe("gateway shutdown", () => {
 /** The built entry point, as `npm start` runs it (npm test builds first). */
 const main = join(projectRoot, "dist/src/main.js");
 
+/** What startProcess() made: afterAll kills the processes still running and removes the dirs. */
+const processes: { child: ChildProcess; dataDir: string }[] = [];
+
 function startProcess(env: Record<string, string>): ChildProcess {
-  return spawn(process.execPath, ["--no-node-snapshot", main], {
+  const dataDir = mkdtempSync(join(tmpdir(), "dtc-proc-"));
+  const child = spawn(process.execPath, ["--no-node-snapshot", main], {
     env: {
       PATH: process.env.PATH ?? "",
+      // The run's temp root (test/global-setup.ts), where its teardown looks for leftover processes.
+      TMPDIR: tmpdir(),
       DTC_MQTT_PORT: "0",
-      DTC_DATA_DIR: mkdtempSync(join(tmpdir(), "dtc-proc-")),
+      DTC_DATA_DIR: dataDir,
       ...env,
     },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  processes.push({ child, dataDir });
+  return child;
 }
 
 /** Resolves with the first stdout log line matching `msg`, or rejects at the deadline. */
@@ -233,6 +246,16 @@ function waitForLog(child: ChildProcess, msg: string, ms = 20_000): Promise<Reco
 describe("gateway process (node dist/src/main.js)", () => {
   beforeAll(() => {
     if (!existsSync(main)) throw new Error(`${main} is missing: run "npm run build" (npm test builds first)`);
+  });
+  afterAll(async () => {
+    for (const { child, dataDir } of processes.splice(0)) {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = once(child, "exit");
+        child.kill("SIGKILL");
+        await exited;
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 
   it("starts, serves /healthz and exits 0 on SIGTERM and on SIGINT", async () => {

@@ -58,7 +58,11 @@ export function thrown<E extends Error>(fn: () => unknown, type: new (...args: n
 }
 
 /** Polls `check` until it returns a truthy value or `timeoutMs` passes (then fails, saying `what`). */
-export async function waitFor<T>(what: string, check: () => T | Promise<T>, timeoutMs = 10_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => T | Promise<T>,
+  timeoutMs = 10_000,
+): Promise<NonNullable<T>> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();

@@ -1,7 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, onTestFinished } from "vitest";
 import type { Gateway } from "../src/gateway.js";
 import { thingModelsDir } from "../src/paths.js";
 import { IiotDeviceSimulator } from "../src/simulator/index.js";
@@ -23,6 +23,7 @@ describe("DTC Manager across gateway restarts", () => {
     timeout: 60_000,
   }, async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "dtc-restart-"));
+    onTestFinished(() => rmSync(dataDir, { recursive: true, force: true }));
     let gateway: Gateway = await startTestGateway({ DTC_DATA_DIR: dataDir });
     const first = gateway.url;
     // An external broker would outlive the gateway; the embedded one restarts with it on the same port.
@@ -98,7 +99,6 @@ describe("DTC Manager across gateway restarts", () => {
       );
     } finally {
       await gateway.close();
-      rmSync(dataDir, { recursive: true, force: true });
     }
   });
 

@@ -146,10 +146,18 @@ describe("a node-wot consumer of the manager's TD", () => {
   };
 
   beforeAll(async () => {
+    // Answers as the API gives them (the TD's output schemas say so: node-wot's value() checks).
+    const view = {
+      labels: {},
+      latencyMs: 1,
+      registeredAt: "2025-01-01T00:00:00.000Z",
+      ready: true,
+      instances: 0,
+    };
     const nodes = [
       { id: "e1", platform: "in-process", tier: "edge", capabilities: { cpu: 2, memory: 1024, gpu: 0 } },
       { id: "c1", platform: "docker", tier: "cloud", capabilities: { cpu: 16, memory: 65536, gpu: 1 } },
-    ];
+    ].map((n) => ({ ...n, ...view, free: n.capabilities }));
     const api = new Hono();
     api.get("/api/nodes", (c) => {
       const tier = c.req.query("tier");
@@ -165,6 +173,13 @@ describe("a node-wot consumer of the manager's TD", () => {
         desired: "stopped",
         lifecycle: "Done",
         configuration: {},
+        createdAt: "2025-01-01T00:00:00.000Z",
+        updatedAt: "2025-01-01T00:00:00.000Z",
+        links: {
+          self: `${origin}/api/instances/t1`,
+          twin: `${origin}/twins/t1`,
+          description: `${origin}/things/urn%3Adtc%3Atwin%3At1`,
+        },
       }),
     );
     const app = new Hono();

@@ -1,4 +1,4 @@
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -334,9 +334,15 @@ describe("the remote SPARQL store on Virtuoso", () => {
   });
 
   it("answers in every result format as the embedded store does", async () => {
-    const embedded = new EmbeddedStore(mkdtempSync(join(tmpdir(), "dtc-dir-")));
+    const dir = mkdtempSync(join(tmpdir(), "dtc-dir-"));
+    const embedded = new EmbeddedStore(dir);
     await embedded.open();
-    opened.push(embedded);
+    opened.push({
+      close: async () => {
+        await embedded.close();
+        rmSync(dir, { recursive: true, force: true });
+      },
+    });
     const things = [
       thing("urn:t:1", {
         title: 'One "1"',

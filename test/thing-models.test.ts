@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { thingModelsDir } from "../src/paths.js";
 import { loadThingModels, ThingModelRegistry, thingModelFiles } from "../src/wot/model-registry.js";
 import { type ThingModel, validateThingModel } from "../src/wot/thing-model.js";
@@ -148,9 +148,10 @@ describe("Thing Model validation names the field at fault", () => {
   });
 
   it("loadThingModels() names the file at fault", async () => {
-    const { mkdtempSync, writeFileSync } = await import("node:fs");
+    const { mkdtempSync, rmSync, writeFileSync } = await import("node:fs");
     const { tmpdir } = await import("node:os");
     const dir = mkdtempSync(join(tmpdir(), "dtc-tm-"));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     writeFileSync(join(dir, "ok.tm.jsonld"), JSON.stringify(base));
     writeFileSync(join(dir, "broken.tm.json"), JSON.stringify({ ...base, "@type": "Thing" }));
     writeFileSync(join(dir, "notes.txt"), "not a model");

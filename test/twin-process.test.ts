@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -59,7 +60,8 @@ function spawnTwin(env: Record<string, string>): {
   stderr(): string;
 } {
   const child = spawn(process.execPath, ["--no-node-snapshot", twinMain], {
-    env: { PATH: process.env.PATH ?? "", ...env },
+    // TMPDIR: the run's temp root (test/global-setup.ts), where its teardown looks for leftover processes.
+    env: { PATH: process.env.PATH ?? "", TMPDIR: tmpdir(), ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   children.add(child);
@@ -96,7 +98,13 @@ describe("twin process", () => {
   });
 
   afterAll(async () => {
-    for (const child of children) child.kill("SIGKILL");
+    await Promise.all(
+      [...children].map((child) => {
+        const exited = once(child, "exit");
+        child.kill("SIGKILL");
+        return exited;
+      }),
+    );
     await Promise.all(devices.map((d) => d.stop()));
     await watcher?.endAsync();
     await broker?.stop();

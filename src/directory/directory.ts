@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import oxigraph from "oxigraph";
+import { DtcError } from "../domain/errors.js";
 import type { JsonObject } from "../wot/rdf.js";
 import { isObject } from "../wot/thing-model.js";
 import { ValidationError, validateThingDescription } from "../wot/validation.js";
@@ -14,13 +15,11 @@ import type { DirectoryStore, Registration, StoredThing } from "./store.js";
  * clients off the ids the gateway owns (reserved-ids.ts): this class writes them for the gateway.
  */
 
-/** A write the directory refuses: `status` is the HTTP status it maps to. */
-export class DirectoryError extends Error {
-  readonly status: 400 | 404;
-  constructor(status: 400 | 404, message: string) {
-    super(message);
+/** A write the directory refuses: `invalid` (the id or the TD) or `notFound`. */
+export class DirectoryError extends DtcError {
+  constructor(kind: "invalid" | "notFound", message: string) {
+    super(kind, message);
     this.name = "DirectoryError";
-    this.status = status;
   }
 }
 
@@ -62,7 +61,7 @@ function expiryOf(dateTime: string): number {
   const leap = Date.parse(dateTime.replace(/(T\d{2}:\d{2}:)60/i, "$159"));
   if (!Number.isNaN(leap)) return leap + 1000;
   throw new DirectoryError(
-    400,
+    "invalid",
     `registration.expires ${JSON.stringify(dateTime)} is not a date-time this directory can read`,
   );
 }
@@ -131,19 +130,21 @@ export class Directory {
   }
 
   #checkId(id: string): void {
-    if (!isIri(id)) throw new DirectoryError(400, `the id ${JSON.stringify(id)} is not an absolute IRI`);
+    if (!isIri(id))
+      throw new DirectoryError("invalid", `the id ${JSON.stringify(id)} is not an absolute IRI`);
     // A TD named like a status graph would pass for one; one named like a record could erase them.
     const reserved = graphIdPrefix(id);
-    if (reserved) throw new DirectoryError(400, `ids under ${reserved} are reserved`);
+    if (reserved) throw new DirectoryError("invalid", `ids under ${reserved} are reserved`);
   }
 
   /** Creates or replaces the TD with id `id`. */
   async put(id: string, td: unknown): Promise<{ created: boolean; thing: StoredThing }> {
     this.#checkId(id);
-    if (!isObject(td)) throw new DirectoryError(400, "the body is not a JSON object (a Thing Description)");
+    if (!isObject(td))
+      throw new DirectoryError("invalid", "the body is not a JSON object (a Thing Description)");
     if (td.id !== undefined && td.id !== id) {
       throw new DirectoryError(
-        400,
+        "invalid",
         `the TD's id ${JSON.stringify(td.id)} differs from the id in the URL ${id}`,
       );
     }
@@ -158,10 +159,11 @@ export class Directory {
 
   /** Registers an anonymous TD under a new `urn:uuid:` id (UUID v4, as WoT Discovery recommends). */
   async create(td: unknown): Promise<StoredThing> {
-    if (!isObject(td)) throw new DirectoryError(400, "the body is not a JSON object (a Thing Description)");
+    if (!isObject(td))
+      throw new DirectoryError("invalid", "the body is not a JSON object (a Thing Description)");
     if (td.id !== undefined) {
       throw new DirectoryError(
-        400,
+        "invalid",
         "POST /things registers anonymous TDs: this one has an id, PUT it to /things/{id}",
       );
     }
@@ -173,11 +175,11 @@ export class Directory {
 
   /** Applies an RFC 7396 merge patch to the TD with id `id`. */
   async patch(id: string, patch: unknown): Promise<StoredThing> {
-    if (!isObject(patch)) throw new DirectoryError(400, "a merge patch of a TD must be a JSON object");
+    if (!isObject(patch)) throw new DirectoryError("invalid", "a merge patch of a TD must be a JSON object");
     const previous = await this.store.get(id);
-    if (!previous) throw new DirectoryError(404, `no Thing Description with id ${id}`);
+    if (!previous) throw new DirectoryError("notFound", `no Thing Description with id ${id}`);
     const patched = mergePatch(previous.td, patch) as JsonObject;
-    if (patched.id !== id) throw new DirectoryError(400, "a patch must not change the TD's id");
+    if (patched.id !== id) throw new DirectoryError("invalid", "a patch must not change the TD's id");
     const thing = this.#prepare(patched, previous);
     await this.store.put(thing);
     this.#changed({ type: "thing_updated", thing, previous: previous.td });

@@ -1,12 +1,3 @@
-import { randomBytes } from "node:crypto";
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
-import Database from "better-sqlite3";
-import { IndexReplica, type ReplicaHost } from "./index-replica.js";
-import type { IndexWorkerInit, ToIndexWorker } from "./index-worker.js";
-import type { DirectoryStore, QueryOptions, QueryResult, Registration, StoredThing } from "./store.js";
-import { assertGatewayGraph, QueryError, StoreError } from "./store.js";
-
 /**
  * The embedded store: SQLite (WAL, synchronous=FULL) is the system of record on disk; the SPARQL
  * index (an in-memory Oxigraph store, each TD in its own named graph) lives in a worker thread
@@ -24,12 +15,24 @@ import { assertGatewayGraph, QueryError, StoreError } from "./store.js";
  * The index can be kept in several replicas (index-replica.ts), each a worker holding all of it
  * (memory: ~60 KB per TD of ~100 triples each): a query goes to a replica that runs no other, so a
  * query running to its time limit, or a replica rebuilding after one, holds up no search on the
- * others. Queries finding every replica taken wait here, in order (at most MAX_WAITING_QUERIES, for
- * no longer than their own time limit; past either they are refused as busy).
+ * others. Queries finding every replica taken wait, in order (at most MAX_WAITING_QUERIES, for
+ * no longer than their own time limit; past either they are refused as busy). The replicas and that
+ * queue are embedded/index-worker-client.ts; repeated queries are answered by embedded/result-cache.ts.
  *
  * The worker caches each TD's N-Quads in a file of its own (index-cache.sqlite), so a restart
  * reloads the index without converting again; the record holds only what must be durable.
  */
+import { randomBytes } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { IndexWorkerClient } from "./embedded/index-worker-client.js";
+import { ResultCache } from "./embedded/result-cache.js";
+import type { ToIndexWorker } from "./index-worker.js";
+import type { DirectoryStore, QueryOptions, QueryResult, Registration, StoredThing } from "./store.js";
+import { assertGatewayGraph, StoreError } from "./store.js";
+
+export { MAX_WAITING_QUERIES } from "./embedded/index-worker-client.js";
 
 export interface EmbeddedStoreOptions {
   /**
@@ -62,22 +65,6 @@ const toThing = (row: Row): StoredThing => {
 
 const COLUMNS = "id, td, created, modified, expires, ttl";
 
-/** Query results kept for repeated queries (each valid until the next write): entries and chars. */
-const RESULT_CACHE_ENTRIES = 64;
-const RESULT_CACHE_CHARS = 32 * 1024 * 1024;
-/** Queries that may wait for a free replica; more are refused busy. */
-export const MAX_WAITING_QUERIES = 32;
-
-/** A query waiting for a replica that runs no other. */
-interface WaitingQuery {
-  sparql: string;
-  accept: string;
-  timeoutMs: number | undefined;
-  resolve: (body: string) => void;
-  reject: (err: Error) => void;
-  timer?: NodeJS.Timeout;
-}
-
 /** A write waiting for the next commit. */
 type Write = (
   | { type: "put"; thing: StoredThing; td: string; resolve: (result: { created: boolean }) => void }
@@ -98,36 +85,28 @@ interface Statements {
 
 export class EmbeddedStore implements DirectoryStore {
   readonly #dir: string;
-  readonly #onIndexFailure: (id: string, message: string) => void;
   #db: Database.Database | undefined;
   #sql: Statements | undefined;
   /** The record's write counter (mirrored from its meta table) and a random id of the database. */
   #revision = 0;
   #databaseId = "";
 
-  readonly #replicaCount: number;
-  #replicas: IndexReplica[] = [];
-  readonly #waiting: WaitingQuery[] = [];
-  /** Set when the index cannot be rebuilt: queries fail with it. */
-  #broken: StoreError | undefined;
-  #nextQid = 0;
-  /** The gateway's own graphs (status, inventory) by IRI: not in the record, a rebuilt index gets them from here. */
-  readonly #graphs = new Map<string, string>();
-  readonly #failures = new Map<string, string>();
+  readonly #index: IndexWorkerClient;
   /** Writes waiting for the commit scheduled (setImmediate) when the first of them arrived. */
   #writes: Write[] = [];
-  /** Bumped by every change posted to the worker: a query result stays valid while it is unchanged. */
-  #generation = 0;
-  /** Results of recent queries by media type and text, with the generation they were computed at. */
-  readonly #results = new Map<string, { generation: number; body: string }>();
-  #resultChars = 0;
+  /** Invalidated by every change posted to the index. */
+  readonly #results = new ResultCache();
 
   constructor(dir: string, options: EmbeddedStoreOptions = {}) {
     this.#dir = dir;
-    this.#replicaCount = Math.max(1, options.indexReplicas ?? 1);
-    this.#onIndexFailure =
-      options.onIndexFailure ??
-      ((id, message) => process.emitWarning(`${id}: ${message}`, { type: "DirectoryIndexWarning" }));
+    this.#index = new IndexWorkerClient({
+      replicas: options.indexReplicas ?? 1,
+      dbPath: this.#dbPath,
+      cachePath: join(dir, "index-cache.sqlite"),
+      onIndexFailure:
+        options.onIndexFailure ??
+        ((id, message) => process.emitWarning(`${id}: ${message}`, { type: "DirectoryIndexWarning" })),
+    });
   }
 
   get #statements(): Statements {
@@ -216,26 +195,23 @@ export class EmbeddedStore implements DirectoryStore {
       expired: db.prepare<[number], string>("SELECT id FROM things WHERE expires <= ?").pluck(),
     };
     this.#db = db;
-    this.#broken = undefined;
-    this.#replicas = Array.from({ length: this.#replicaCount }, (_, i) => new IndexReplica(this.#host(i)));
-    for (const replica of this.#replicas) replica.start();
+    this.#index.start();
   }
 
   /** Resolves once every replica of the index holds the record and every write acknowledged so far. */
   async indexed(): Promise<void> {
     if (!this.#db) throw new StoreError("the embedded store is not open");
-    if (this.#broken) throw this.#broken;
-    await Promise.all(this.#replicas.map((r) => r.ask({ type: "sync", qid: ++this.#nextQid })));
+    await this.#index.sync();
   }
 
   /** Index workers started since open(), over all replicas: each restart (time limit, crash) adds one. */
   indexStarts(): number {
-    return this.#replicas.reduce((sum, r) => sum + r.starts, 0);
+    return this.#index.starts;
   }
 
   /** TDs (and status graphs, by graph IRI) the index could not hold, with the reason. */
   indexFailures(): ReadonlyMap<string, string> {
-    return this.#failures;
+    return this.#index.failures;
   }
 
   /** Resolves once committed (with the other writes of the same moment, see #commit). */
@@ -278,19 +254,14 @@ export class EmbeddedStore implements DirectoryStore {
    * A query asked again with no write in between is answered with the same result, without the index.
    */
   async query(sparql: string, accept: string, options: QueryOptions = {}): Promise<QueryResult> {
-    const key = `${accept}\n${sparql}`;
-    const cached = this.#results.get(key);
-    if (cached !== undefined && cached.generation === this.#generation && this.#db && !this.#broken) {
-      // Most recently used last.
-      this.#results.delete(key);
-      this.#results.set(key, cached);
-      return { body: cached.body, contentType: accept };
-    }
-    const generation = this.#generation;
-    const body = await this.#submit(sparql, accept, options.timeoutMs);
-    // Unchanged since it was posted: the index answered it in exactly this state (writes are
-    // posted as they commit, so even a rebuilt index holds no later one).
-    if (generation === this.#generation) this.#remember(key, generation, body);
+    const cached = this.#db && !this.#index.broken ? this.#results.get(sparql, accept) : undefined;
+    if (cached !== undefined) return { body: cached, contentType: accept };
+    if (!this.#db) throw new StoreError("the embedded store is not open");
+    const generation = this.#results.generation;
+    const body = await this.#index.query(sparql, accept, options.timeoutMs);
+    // Kept only when unchanged since it was posted: the index answered it in exactly this state
+    // (writes are posted as they commit, so even a rebuilt index holds no later one).
+    this.#results.remember(sparql, accept, generation, body);
     return { body, contentType: accept };
   }
 
@@ -298,17 +269,15 @@ export class EmbeddedStore implements DirectoryStore {
   async putGraph(graph: string, ntriples: string): Promise<void> {
     this.#assertOpen();
     assertGatewayGraph(graph);
-    this.#graphs.set(graph, ntriples);
-    this.#generation++;
-    this.#post({ type: "putGraph", graph, ntriples });
+    this.#results.invalidate();
+    this.#index.putGraph(graph, ntriples);
   }
 
   async deleteGraph(graph: string): Promise<void> {
     this.#assertOpen();
     assertGatewayGraph(graph);
-    this.#graphs.delete(graph);
-    this.#generation++;
-    this.#post({ type: "deleteGraph", graph });
+    this.#results.invalidate();
+    this.#index.deleteGraph(graph);
   }
 
   /** Commits the writes still waiting, ends the worker and closes the record. */
@@ -317,16 +286,8 @@ export class EmbeddedStore implements DirectoryStore {
     // Pending conversions are not waited for: the next open() converts what the cache lacks, so a
     // shutdown after a burst of writes takes no longer than any other.
     this.#commit();
-    const closed = new StoreError("the embedded store closed");
-    this.#rejectWaiting(closed);
-    const replicas = this.#replicas;
-    this.#replicas = [];
-    await Promise.all(replicas.map((r) => r.close(closed)));
-    // Status graphs are not part of the record: the gateway writes them again after a restart.
-    this.#graphs.clear();
-    this.#failures.clear();
+    await this.#index.close(new StoreError("the embedded store closed"));
     this.#results.clear();
-    this.#resultChars = 0;
     this.#db.close();
     this.#db = undefined;
     this.#sql = undefined;
@@ -369,115 +330,17 @@ export class EmbeddedStore implements DirectoryStore {
       const { rev, created } = applied[i] as Applied;
       if (rev !== undefined) {
         this.#revision = rev;
-        this.#generation++;
+        this.#results.invalidate();
       }
       if (write.type === "put") {
         indexed.push({ type: "put", rev: rev as number, id: write.thing.id, td: write.td });
         write.resolve({ created });
       } else if (rev === undefined) write.resolve(false);
       else {
-        this.#failures.delete(write.id);
         indexed.push({ type: "delete", rev, id: write.id });
         write.resolve(true);
       }
     });
-    if (indexed.length > 0) this.#post(indexed.length === 1 ? (indexed[0] as ToIndexWorker) : indexed);
-  }
-
-  #remember(key: string, generation: number, body: string): void {
-    const previous = this.#results.get(key);
-    if (previous !== undefined) {
-      this.#results.delete(key);
-      this.#resultChars -= previous.body.length;
-    }
-    if (body.length > RESULT_CACHE_CHARS / 4) return;
-    this.#results.set(key, { generation, body });
-    this.#resultChars += body.length;
-    for (const [oldest, entry] of this.#results) {
-      if (this.#results.size <= RESULT_CACHE_ENTRIES && this.#resultChars <= RESULT_CACHE_CHARS) break;
-      this.#results.delete(oldest);
-      this.#resultChars -= entry.body.length;
-    }
-  }
-
-  #post(message: ToIndexWorker | ToIndexWorker[]): void {
-    // Without a worker (the index is broken) the write is in the record all the same.
-    for (const replica of this.#replicas) replica.post(message);
-  }
-
-  /** How replica `i` reaches this store. Only the first caches N-Quads and reports index failures. */
-  #host(i: number): ReplicaHost {
-    return {
-      init: (): IndexWorkerInit => ({
-        dbPath: this.#dbPath,
-        cachePath: join(this.#dir, "index-cache.sqlite"),
-        writesCache: i === 0,
-        graphs: [...this.#graphs],
-        failed: [...this.#failures.keys()],
-      }),
-      report: (message) => {
-        if (i !== 0) return;
-        if (message.type === "indexed") this.#failures.delete(message.id);
-        else {
-          this.#failures.set(message.id, message.message);
-          this.#onIndexFailure(message.id, message.message);
-        }
-      },
-      available: () => this.#dispatch(),
-      broken: (err) => {
-        this.#broken = err;
-        this.#rejectWaiting(err);
-        for (const replica of this.#replicas) void replica.close(err);
-      },
-    };
-  }
-
-  #submit(sparql: string, accept: string, timeoutMs: number | undefined): Promise<string> {
-    if (!this.#db) return Promise.reject(new StoreError("the embedded store is not open"));
-    if (this.#broken) return Promise.reject(this.#broken);
-    if (this.#waiting.length >= MAX_WAITING_QUERIES) {
-      return Promise.reject(
-        new QueryError("busy", `every index replica is taken and ${MAX_WAITING_QUERIES} queries are waiting`),
-      );
-    }
-    return new Promise((resolve, reject) => {
-      const waiting: WaitingQuery = { sparql, accept, timeoutMs, resolve, reject };
-      if (timeoutMs !== undefined) {
-        // Waiting for a replica is bounded by the time the query may run.
-        waiting.timer = setTimeout(() => {
-          const at = this.#waiting.indexOf(waiting);
-          if (at >= 0) this.#waiting.splice(at, 1);
-          reject(new QueryError("busy", `no index replica was free within ${timeoutMs} ms`));
-        }, timeoutMs);
-      }
-      this.#waiting.push(waiting);
-      this.#dispatch();
-    });
-  }
-
-  /**
-   * Posts waiting queries to replicas running no other query: a loaded one, or any while none is
-   * loaded yet (at open). A replica still loading while another is loaded is left to finish first.
-   */
-  #dispatch(): void {
-    while (this.#waiting.length > 0) {
-      const free = this.#replicas.filter((r) => r.queries === 0);
-      const replica =
-        free.find((r) => r.ready) ?? (this.#replicas.some((r) => r.ready) ? undefined : free[0]);
-      if (replica === undefined) return;
-      const query = this.#waiting.shift() as WaitingQuery;
-      clearTimeout(query.timer);
-      const { sparql, accept, timeoutMs } = query;
-      replica
-        .ask({ type: "query", qid: ++this.#nextQid, sparql, accept }, timeoutMs)
-        .then(query.resolve, query.reject);
-    }
-  }
-
-  #rejectWaiting(err: Error): void {
-    for (const query of this.#waiting.splice(0)) {
-      clearTimeout(query.timer);
-      query.reject(err);
-    }
+    this.#index.writes(indexed);
   }
 }

@@ -2,6 +2,7 @@ import { existsSync, rmSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
 import oxigraph from "oxigraph";
+import { errorMessage } from "../domain/errors.js";
 import { toNQuads } from "../wot/rdf.js";
 
 /**
@@ -273,7 +274,7 @@ async function indexThing(id: string, td: string, rev: number): Promise<void> {
     // Stored TDs were validated, so this is a bug; drop the graph rather than keep an older version.
     dropGraph(id);
     failed.add(id);
-    post({ type: "failed", id, message: (err as Error).message });
+    post({ type: "failed", id, message: errorMessage(err) });
   }
 }
 
@@ -289,7 +290,7 @@ function loadGraph(graph: string, ntriples: string): void {
   } catch (err) {
     dropGraph(graph);
     failed.add(graph);
-    post({ type: "failed", id: graph, message: (err as Error).message });
+    post({ type: "failed", id: graph, message: errorMessage(err) });
   }
 }
 
@@ -394,7 +395,7 @@ function query(qid: number, sparql: string, accept: string): void {
     // A trap inside the WebAssembly module may leave the store unusable: end this worker, the main
     // thread starts a fresh one.
     if (err instanceof Error && err.name === "RuntimeError") throw err;
-    post({ type: "rejected", qid, message: (err as Error).message });
+    post({ type: "rejected", qid, message: errorMessage(err) });
     return;
   }
   post({ type: "result", qid, body: String(body) });
@@ -436,7 +437,7 @@ async function handle(message: ToIndexWorker): Promise<void> {
 const crash = (err: unknown): void =>
   process.nextTick(() => {
     // Only plain Errors keep their message across threads (a SqliteError arrives as { code }).
-    const error = new Error(err instanceof Error ? err.message : String(err));
+    const error = new Error(errorMessage(err));
     if (err instanceof Error && err.stack !== undefined) error.stack = err.stack;
     throw error;
   });

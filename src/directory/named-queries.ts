@@ -2,7 +2,9 @@ import { readdir, readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import oxigraph from "oxigraph";
 import sparqljs from "sparqljs";
+import { errorMessage } from "../domain/errors.js";
 import { LIFECYCLE_STATES, type LifecycleState } from "../domain/lifecycle.js";
+import { DTC } from "../domain/vocabulary.js";
 import { projectRoot } from "../paths.js";
 
 /**
@@ -21,7 +23,6 @@ import { projectRoot } from "../paths.js";
 
 export const namedQueriesDir = join(projectRoot, "directory", "queries");
 
-const DTC = "https://w3id.org/dtc#";
 const XSD_DOUBLE = "http://www.w3.org/2001/XMLSchema#double";
 
 export const PARAM_TYPES = ["iri", "string", "number", "state"] as const;
@@ -77,7 +78,7 @@ function toTerm(type: ParamType, value: string): BoundTerm | string {
       try {
         return oxigraph.namedNode(value);
       } catch (err) {
-        return `an absolute IRI (${(err as Error).message})`;
+        return `an absolute IRI (${errorMessage(err)})`;
       }
     case "number": {
       const number = Number(value);
@@ -156,7 +157,7 @@ function parseQuery(path: string, text: string): NamedQuery {
   try {
     parsed = new sparqljs.Parser().parse(text);
   } catch (err) {
-    throw new Error(`${path}: not a valid SPARQL query: ${(err as Error).message}`);
+    throw new Error(`${path}: not a valid SPARQL query: ${errorMessage(err)}`);
   }
   if (parsed.type !== "query") throw new Error(`${path}: a SPARQL update, not a query`);
   if (!parsed.where) throw new Error(`${path}: the query has no WHERE clause to bind parameters in`);

@@ -1,4 +1,6 @@
 import sparqljs from "sparqljs";
+import { errorMessage } from "../domain/errors.js";
+import { XSD } from "../domain/vocabulary.js";
 import { sparqlTextLimits } from "./query-limits.js";
 
 /**
@@ -25,8 +27,6 @@ import { sparqlTextLimits } from "./query-limits.js";
  * MAX_SYNTAX_NODES). Parsing is the costly part (sparqljs: ~10 ms a KiB): callers facing clients run
  * the guard off their main thread (query-pool.ts).
  */
-
-const XSD = "http://www.w3.org/2001/XMLSchema#";
 
 /** SPARQL 1.1 section 17.5 casts, and the XPath date, time and duration constructors stores share. */
 export const XSD_CASTS: ReadonlySet<string> = new Set(
@@ -305,7 +305,7 @@ export function guardQuery(text: string, options: { maxResults: number }): Guard
       throw new QueryRefusedError(`the query is too complex to parse: ${err.message}`);
     const why = PRAGMA.test(text)
       ? "DEFINE pragmas (a Virtuoso extension) are not accepted"
-      : (err as Error).message;
+      : errorMessage(err);
     throw new QueryRefusedError(`the query is not valid SPARQL 1.1: ${why}`);
   }
   assertWithinSize(parsed);
@@ -328,7 +328,7 @@ export function guardQuery(text: string, options: { maxResults: number }): Guard
     throw new QueryRefusedError(
       err instanceof QueryRefusedError
         ? err.message
-        : `the query cannot be passed on to the store unchanged: ${(err as Error).message}`,
+        : `the query cannot be passed on to the store unchanged: ${errorMessage(err)}`,
     );
   }
   return { query: capped, sparql };

@@ -1,3 +1,4 @@
+import { TWIN_TD_PREFIX } from "../domain/vocabulary.js";
 import { DIRECTORY_RECORDS_PREFIX, INVENTORY_GRAPH_PREFIX, STATUS_GRAPH_PREFIX } from "./store.js";
 
 /**
@@ -7,7 +8,7 @@ import { DIRECTORY_RECORDS_PREFIX, INVENTORY_GRAPH_PREFIX, STATUS_GRAPH_PREFIX }
  */
 
 /** Prefix of the ids of twins' TDs (the manager registers them: src/manager/manager.ts). */
-export const TWIN_TD_PREFIX = "urn:dtc:twin:";
+export { TWIN_TD_PREFIX };
 
 /** Id of the DTC Manager's TD (src/manager/manager-td.ts). */
 export const MANAGER_TD_ID = "urn:dtc:manager";

@@ -1,20 +1,3 @@
-import { randomUUID } from "node:crypto";
-import DigestClient from "digest-fetch";
-import oxigraph from "oxigraph";
-import sparqljs from "sparqljs";
-import { toNQuads } from "../wot/rdf.js";
-import {
-  assertGatewayGraph,
-  DIRECTORY_RECORDS_PREFIX,
-  type DirectoryStore,
-  QueryError,
-  type QueryOptions,
-  type QueryResult,
-  type Registration,
-  type StoredThing,
-  StoreError,
-} from "./store.js";
-
 /**
  * The remote store: any SPARQL 1.1 store over the Query and Update protocols (tested against
  * Virtuoso 7.2). The store is the only state: a second gateway on the same store, or this one after
@@ -66,56 +49,67 @@ import {
  * result cap (10,000 rows, cut silently) makes a result that reaches it an error unless the query's own
  * LIMIT is within it; listings past it walk the ids instead of using OFFSET.
  * The Virtuoso 7.2 quirks this lives with are listed in test/virtuoso.ts.
+ *
+ * Parts, under sparql/: terms.ts (the record vocabulary, terms in SPARQL text), update-chunks.ts
+ * (the update requests of a write), results.ts (result formats), http-client.ts (the protocol
+ * client: auth, time limits, the store's errors, retries).
  */
 
-/**
- * The directory's own IRIs (record graph, records, predicates, skolem IRIs): a TD with an id under
- * it would have its graph collide with them, so put() refuses such ids (the API should reserve the
- * prefix like urn:dtc:status:).
- */
-export const DIRECTORY_NAMESPACE = DIRECTORY_RECORDS_PREFIX;
+import { randomUUID } from "node:crypto";
+import oxigraph from "oxigraph";
+import sparqljs from "sparqljs";
+import { errorMessage } from "../domain/errors.js";
+import { toNQuads } from "../wot/rdf.js";
+import { asQueryError, retrying, type SparqlAuth, SparqlHttpClient } from "./sparql/http-client.js";
+import {
+  GRAPH_FORMATS,
+  normalised,
+  parseSparqlJson,
+  parseTriples,
+  type Row,
+  SELECT_FORMATS,
+  type SparqlJson,
+  str,
+  writeSolutions,
+  writeTriples,
+} from "./sparql/results.js";
+import {
+  DIRECTORY_NAMESPACE,
+  integerLiteral,
+  iri,
+  isIri,
+  literal,
+  RECORD,
+  RECORDS_GRAPH,
+  recordIri,
+  typedString,
+} from "./sparql/terms.js";
+import { replaceGraph } from "./sparql/update-chunks.js";
+import {
+  assertGatewayGraph,
+  type DirectoryStore,
+  QueryError,
+  type QueryOptions,
+  type QueryResult,
+  type Registration,
+  type StoredThing,
+  StoreError,
+} from "./store.js";
+
+export { DIRECTORY_NAMESPACE, RECORDS_GRAPH } from "./sparql/terms.js";
+export { operations } from "./sparql/update-chunks.js";
+
 const NS = DIRECTORY_NAMESPACE;
-/** The graph holding the directory's records (one per TD) and its revision. */
-export const RECORDS_GRAPH = `${NS}records`;
-const P = {
-  id: `${NS}id`,
-  td: `${NS}td`,
-  created: `${NS}created`,
-  modified: `${NS}modified`,
-  expires: `${NS}expires`,
-  ttl: `${NS}ttl`,
-  revision: `${NS}revision`,
-};
-const recordIri = (id: string): string => `${NS}record:${encodeURIComponent(id)}`;
-/** IRIs that replace the blank nodes of a structure too big for one operation (RDF 1.1 skolemisation). */
-const GENID = `${NS}genid:`;
-const XSD_INTEGER = "http://www.w3.org/2001/XMLSchema#integer";
-const XSD_STRING = "http://www.w3.org/2001/XMLSchema#string";
-
-// Virtuoso compiles one operation to at most 10000 lines of SQL (~1200 triples), and compile time
-// grows faster than linearly: 100 triples take ~10 ms, 1000 take ~300 ms.
-const OPERATION_TRIPLES = 100;
-/** A blank-node structure bigger than this is skolemised so that it can be split. */
-const STRUCTURE_TRIPLES = 400;
-const REQUEST_TRIPLES = 500;
 const DEFAULT_TIMEOUT_MS = 30_000;
 /** Virtuoso's ResultSetMaxRows: SELECT and CONSTRUCT results are cut there without an error. */
 const DEFAULT_MAX_ROWS = 10_000;
-const WRITE_ATTEMPTS = 3;
 /**
  * How much longer than a query's time limit the client waits for Virtuoso's own timeout answer.
  * Virtuoso checks its limit on 2 s ticks (300 ms stops at 2 s, 3 s at 4 s), so the client often
  * gives up first; the answer is the same 400 Query Timeout, and Virtuoso stops at its next tick.
  */
 const QUERY_GRACE_MS = 1000;
-
-const SELECT_FORMATS = [
-  "application/sparql-results+json",
-  "application/sparql-results+xml",
-  "text/csv",
-  "text/tab-separated-values",
-] as const;
-const GRAPH_FORMATS = ["application/ld+json", "text/turtle", "application/n-triples"] as const;
+const JSON_RESULTS = "application/sparql-results+json";
 
 export interface SparqlStoreOptions {
   /** SPARQL 1.1 Query endpoint (queries are sent as form POSTs). */
@@ -123,13 +117,13 @@ export interface SparqlStoreOptions {
   /** SPARQL 1.1 Update endpoint (POST application/sparql-update). */
   updateUrl: string;
   /** Sent with HTTP Basic or Digest, whichever the store's 401 challenge asks for. */
-  auth?: { user: string; password: string };
+  auth?: SparqlAuth;
   /**
    * Where users' searches (query()) go: a read-only endpoint, and a read-only user or none. The
    * store's own reads and writes keep queryUrl and updateUrl with `auth`. Default: queryUrl without
    * credentials (never the writer's: a search that got past the query guard would run with its rights).
    */
-  search?: { url: string; auth?: { user: string; password: string } | undefined };
+  search?: { url: string; auth?: SparqlAuth | undefined };
   /** Longest a request may take, ms (default 30000); query() takes its own timeoutMs. */
   timeoutMs?: number;
   /** Most rows the store returns for one query (Virtuoso's ResultSetMaxRows, default 10000). */
@@ -148,66 +142,6 @@ export interface SparqlStoreOptions {
   onIndexFailure?: (id: string, message: string) => void;
 }
 
-type Binding = { type: string; value: unknown; datatype?: string; "xml:lang"?: string };
-type Row = Record<string, Binding | undefined>;
-interface SparqlJson {
-  head?: { vars?: string[] };
-  boolean?: boolean;
-  results?: { bindings: Row[] };
-}
-
-/** An answer of the endpoint other than 2xx; `sqlState` is Virtuoso's SQLSTATE when it gave one. */
-class EndpointError extends StoreError {
-  readonly status: number;
-  readonly sqlState: string | undefined;
-  readonly text: string;
-  constructor(what: string, status: number, text: string) {
-    const brief = errorText(text);
-    super(`${what}: the SPARQL store answered ${status}${brief ? `: ${brief}` : ""}`);
-    this.name = "StoreError";
-    this.status = status;
-    this.text = brief;
-    this.sqlState = /^Virtuoso (\w{5}) Error/.exec(text)?.[1];
-  }
-}
-
-class RequestTimeout extends StoreError {}
-
-/** The store's error message without Virtuoso's echo of the query. */
-function errorText(text: string): string {
-  return (
-    text
-      .split(/\n\s*\nSPARQL query:/)[0]
-      ?.trim()
-      .slice(0, 2000) ?? ""
-  );
-}
-
-const str = (b: Binding | undefined): string | undefined => (b === undefined ? undefined : String(b.value));
-
-/** Serialises IRIs and literals for SPARQL text (N-Triples syntax); throws StoreError for a bad IRI. */
-function iri(value: string): string {
-  try {
-    return oxigraph.namedNode(value).toString();
-  } catch (err) {
-    throw new StoreError(`${JSON.stringify(value)} is not an IRI: ${(err as Error).message}`, { cause: err });
-  }
-}
-const isIri = (value: string): boolean => {
-  try {
-    oxigraph.namedNode(value);
-    return true;
-  } catch {
-    return false;
-  }
-};
-const literal = (value: string): string => oxigraph.literal(value).toString();
-/**
- * A string literal with its datatype written out (Oxigraph omits xsd:string): Virtuoso 7.2 may store
- * a plain literal as an IRI when the same text is an IRI elsewhere in the request, as a TD's id is.
- */
-const typedString = (value: string): string => `${literal(value)}^^<${XSD_STRING}>`;
-
 /**
  * Listing order: Virtuoso compares strings as UTF-8 bytes, which is code point order (WoT Discovery's).
  * STR() on both sides: Virtuoso 7.2 answers `FILTER (?id > "x")` on its index wrongly (it lets
@@ -216,162 +150,12 @@ const typedString = (value: string): string => `${literal(value)}^^<${XSD_STRING
 const BY_ID = "STR(?id)";
 const idsAfter = (after: string): string => `FILTER (STR(?id) > ${literal(after)})`;
 
-/** Serialises the dialect-free N-Triples form of a quad's triple. */
-const triple = (q: oxigraph.Quad): string => `${q.subject} ${q.predicate} ${q.object} .`;
-
-/**
- * Splits `quads` into operations of at most OPERATION_TRIPLES triples (bigger only for one blank-node
- * structure), keeping all the triples of a blank-node structure together: a blank node label is fresh
- * in each INSERT template, so a structure split across two would fall apart. Structures bigger than
- * STRUCTURE_TRIPLES get IRIs instead of blank nodes, then split like the rest.
- */
-export function operations(quads: oxigraph.Quad[]): oxigraph.Quad[][] {
-  const parent = new Map<string, string>();
-  const find = (b: string): string => {
-    let root = b;
-    while (parent.get(root) !== root) root = parent.get(root) ?? root;
-    parent.set(b, root);
-    return root;
-  };
-  const blanks = (q: oxigraph.Quad): string[] =>
-    [q.subject, q.object].filter((t) => t.termType === "BlankNode").map((t) => t.value);
-  for (const q of quads) {
-    const [first, ...rest] = blanks(q);
-    if (first === undefined) continue;
-    if (!parent.has(first)) parent.set(first, first);
-    for (const b of rest) {
-      if (!parent.has(b)) parent.set(b, b);
-      parent.set(find(b), find(first));
-    }
-  }
-  // Units: single triples, and whole structures in the order they first appear.
-  const units: oxigraph.Quad[][] = [];
-  const structures = new Map<string, oxigraph.Quad[]>();
-  for (const q of quads) {
-    const [first] = blanks(q);
-    if (first === undefined) {
-      units.push([q]);
-      continue;
-    }
-    const root = find(first);
-    let unit = structures.get(root);
-    if (!unit) {
-      unit = [];
-      structures.set(root, unit);
-      units.push(unit);
-    }
-    unit.push(q);
-  }
-  const ops: oxigraph.Quad[][] = [];
-  let current: oxigraph.Quad[] = [];
-  const add = (unit: oxigraph.Quad[]) => {
-    if (current.length > 0 && current.length + unit.length > OPERATION_TRIPLES) {
-      ops.push(current);
-      current = [];
-    }
-    current.push(...unit);
-  };
-  for (const unit of units) {
-    if (unit.length <= STRUCTURE_TRIPLES) add(unit);
-    else for (const q of skolemise(unit)) add([q]);
-  }
-  if (current.length > 0) ops.push(current);
-  return ops;
-}
-
-function skolemise(quads: oxigraph.Quad[]): oxigraph.Quad[] {
-  const names = new Map<string, oxigraph.NamedNode>();
-  const named = <T extends oxigraph.Term>(t: T): T | oxigraph.NamedNode => {
-    if (t.termType !== "BlankNode") return t;
-    let node = names.get(t.value);
-    if (!node) {
-      node = oxigraph.namedNode(`${GENID}${randomUUID()}`);
-      names.set(t.value, node);
-    }
-    return node;
-  };
-  return quads.map((q) =>
-    oxigraph.quad(
-      named(q.subject) as oxigraph.Quad_Subject,
-      q.predicate,
-      named(q.object) as oxigraph.Quad_Object,
-      q.graph,
-    ),
-  );
-}
-
-/**
- * The update requests that replace graph `graph` with `quads`: the first drops the graph, `last`
- * (more operations) ends the last one.
- */
-function replaceGraph(graph: string, quads: oxigraph.Quad[], last: string[] = []): string[] {
-  const g = iri(graph);
-  const requests: string[][] = [[`DROP SILENT GRAPH ${g}`]];
-  let size = 0;
-  for (const op of operations(quads)) {
-    if (size > 0 && size + op.length > REQUEST_TRIPLES) {
-      requests.push([]);
-      size = 0;
-    }
-    size += op.length;
-    requests.at(-1)?.push(`INSERT { GRAPH ${g} {\n${op.map(triple).join("\n")}\n} } WHERE {}`);
-  }
-  requests.at(-1)?.push(...last);
-  return requests.map((ops) => ops.join(" ;\n"));
-}
-
 function parseQuads(text: string, format: string, what: string): oxigraph.Quad[] {
   try {
     return oxigraph.parse(text, { format });
   } catch (err) {
-    throw new StoreError(`${what}: not valid ${format}: ${(err as Error).message}`, { cause: err });
+    throw new StoreError(`${what}: not valid ${format}: ${errorMessage(err)}`, { cause: err });
   }
-}
-
-/**
- * Virtuoso's JSON results as SPARQL 1.1 has them, written as the embedded store (Oxigraph) writes
- * them: SPARQL 1.0 "typed-literal" becomes "literal" with its datatype (none for xsd:string, as
- * RDF 1.1 has it), blank nodes get labels of their own (Virtuoso's are "nodeID://b123"), and
- * Virtuoso's extra members ("link", "distinct", "ordered") go.
- */
-function normalised(json: SparqlJson): SparqlJson {
-  if (typeof json.boolean === "boolean") return { head: {}, boolean: json.boolean };
-  const labels = new Map<string, string>();
-  const bindings = (json.results?.bindings ?? []).map((row) => {
-    const out: Row = {};
-    for (const [name, b] of Object.entries(row)) {
-      if (!b) continue;
-      const value = String(b.value);
-      if (b.type === "uri") out[name] = { type: "uri", value };
-      else if (b.type === "bnode") {
-        let label = labels.get(value);
-        if (label === undefined) {
-          label = `b${labels.size}`;
-          labels.set(value, label);
-        }
-        out[name] = { type: "bnode", value: label };
-      } else {
-        const lang = b["xml:lang"];
-        const term: Binding = { type: "literal", value };
-        if (lang) term["xml:lang"] = lang;
-        else if (b.datatype && b.datatype !== XSD_STRING) term.datatype = b.datatype;
-        out[name] = term;
-      }
-    }
-    return out;
-  });
-  return { head: { vars: json.head?.vars ?? [] }, results: { bindings } };
-}
-
-/** A term of normalised JSON results in N-Triples syntax. */
-function ntriple(b: Binding): string {
-  const value = String(b.value);
-  if (b.type === "uri") return `<${value}>`;
-  if (b.type === "bnode") return `_:${value}`;
-  // JSON.stringify writes a valid N-Triples string: its escapes are all N-Triples ECHARs or UCHARs.
-  const quoted = JSON.stringify(value);
-  const lang = b["xml:lang"];
-  return lang ? `${quoted}@${lang}` : b.datatype ? `${quoted}^^<${b.datatype}>` : quoted;
 }
 
 /** The form and LIMIT of `sparql`, parsed. Throws QueryError for an update or a syntax error. */
@@ -380,56 +164,11 @@ function formOf(sparql: string): NonNullable<QueryOptions["form"]> {
   try {
     parsed = new sparqljs.Parser().parse(sparql);
   } catch (err) {
-    throw new QueryError("rejected", (err as Error).message, { cause: err });
+    throw new QueryError("rejected", errorMessage(err), { cause: err });
   }
   if (parsed.type !== "query") throw new QueryError("rejected", "only queries are accepted, not updates");
   // sparqljs sets `limit` on every query form; its types only declare it for SELECT.
   return { queryType: parsed.queryType, limit: (parsed as { limit?: number }).limit };
-}
-
-/**
- * Writes normalised JSON results in `format` with Oxigraph's result writers, the embedded store's
- * (Virtuoso's own CSV and TSV are not the SPARQL 1.1 formats): the solutions are loaded into a
- * scratch store as triples, and a query projects them back in order.
- */
-function writeSolutions(json: SparqlJson, format: string): string {
-  if (format === "application/sparql-results+json") return JSON.stringify(json);
-  const scratch = new oxigraph.Store();
-  if (typeof json.boolean === "boolean") {
-    return String(
-      scratch.query(json.boolean ? "ASK {}" : "ASK { FILTER(false) }", { results_format: format }),
-    );
-  }
-  const vars = json.head?.vars ?? [];
-  const rows = json.results?.bindings ?? [];
-  if (vars.length === 0) {
-    return String(
-      scratch.query(`SELECT * WHERE { VALUES () { ${"() ".repeat(rows.length)}} }`, {
-        results_format: format,
-      }),
-    );
-  }
-  let row = "row";
-  while (vars.includes(row) || vars.includes(`${row}_i`)) row = `${row}_`;
-  const triples: string[] = [];
-  rows.forEach((solution, i) => {
-    const subject = `<${NS}solution:${i}>`;
-    triples.push(`${subject} <${NS}solution> "${i}"^^<${XSD_INTEGER}> .`);
-    vars.forEach((v, k) => {
-      const b = solution[v];
-      if (b) triples.push(`${subject} <${NS}var:${k}> ${ntriple(b)} .`);
-    });
-  });
-  try {
-    scratch.load(triples.join("\n"), { format: "application/n-triples" });
-  } catch (err) {
-    throw new StoreError(`query: a term of the SPARQL store's answer is not RDF: ${(err as Error).message}`, {
-      cause: err,
-    });
-  }
-  const optionals = vars.map((v, k) => `OPTIONAL { ?${row} <${NS}var:${k}> ?${v} }`).join(" ");
-  const text = `SELECT ${vars.map((v) => `?${v}`).join(" ")} WHERE { ?${row} <${NS}solution> ?${row}_i ${optionals} } ORDER BY ?${row}_i`;
-  return String(scratch.query(text, { results_format: format }));
 }
 
 /**
@@ -440,6 +179,7 @@ class WriteQueues {
   readonly #tails = new Map<string, Promise<unknown>>();
   run<T>(key: string, write: () => Promise<T>): Promise<T> {
     const result = (this.#tails.get(key) ?? Promise.resolve()).then(write);
+    // The caller gets the write's error from `result`; the queue only waits for it to settle.
     const tail = result.catch(() => undefined);
     this.#tails.set(key, tail);
     // Forget the key once nothing is queued on it (twins come and go).
@@ -453,64 +193,14 @@ class WriteQueues {
   }
 }
 
-/** The Digest challenge of a WWW-Authenticate header (RFC 7235: it may offer several), if any. */
-function digestChallenge(header: string | null): string | undefined {
-  const at = header?.search(/\bDigest\s/i) ?? -1;
-  return at >= 0 ? header?.slice(at) : undefined;
-}
-
-/**
- * digest-fetch, given only the Digest challenge of a header: it takes the first challenge's scheme for
- * its own, and would answer `Basic realm=..., Digest ...` with a Digest response labelled Basic.
- */
-class DigestAuth extends DigestClient {
-  override parseAuth(header: string | null): void {
-    super.parseAuth(digestChallenge(header) ?? null);
-  }
-}
-
-/**
- * The client answering a 401's challenge with `auth`: Digest when offered (it never sends the
- * password), else Basic; undefined when neither is offered. digest-fetch does both schemes; which one
- * is ours to say (its Basic client sends the credentials with every request, so it is only made once
- * the store asked for them).
- */
-function authClient(
-  auth: { user: string; password: string },
-  header: string | null,
-): DigestClient | undefined {
-  const challenge = digestChallenge(header);
-  if (challenge !== undefined) {
-    // The algorithm the store offers (digest-fetch takes MD5 when none is given, or one it lacks).
-    const client = new DigestAuth(auth.user, auth.password, {
-      algorithm: DigestClient.parse(challenge, "algorithm"),
-    });
-    // Takes in this challenge, so that the client's first request already answers it.
-    client.parseAuth(challenge);
-    return client;
-  }
-  if (!header || !/\bBasic\b/i.test(header)) return undefined;
-  // digest-fetch's base64 encoder takes Latin-1 text only: given the UTF-8 bytes as Latin-1 characters,
-  // it sends base64 of the UTF-8 credentials (RFC 7617's charset="UTF-8"), and any character at all.
-  const utf8 = (text: string) => Buffer.from(text, "utf8").toString("latin1");
-  return new DigestClient(utf8(auth.user), utf8(auth.password), { basic: true });
-}
-
-/** Credentials for some endpoints, and the client answering their challenge once one came. */
-interface Credentials {
-  readonly auth: { user: string; password: string } | undefined;
-  /** Made at the endpoint's first 401: credentials are only ever sent in the scheme it asked for. */
-  client: DigestClient | undefined;
-}
-
 export class SparqlStore implements DirectoryStore {
   readonly #queryUrl: string;
   readonly #updateUrl: string;
   /** The gateway's own: queryUrl and updateUrl. */
-  readonly #writer: Credentials;
+  readonly #writer: SparqlHttpClient;
   readonly #searchUrl: string;
-  /** Users' searches: never the writer's. */
-  readonly #searcher: Credentials;
+  /** Users' searches: never the writer's credentials. */
+  readonly #searcher: SparqlHttpClient;
   readonly #timeoutMs: number;
   readonly #maxRows: number;
   #dialect: "virtuoso" | "sparql11" | undefined;
@@ -524,10 +214,10 @@ export class SparqlStore implements DirectoryStore {
       ((id, message) => process.emitWarning(`${id}: ${message}`, { type: "DirectoryIndexWarning" }));
     this.#queryUrl = options.queryUrl;
     this.#updateUrl = options.updateUrl;
-    this.#writer = { auth: options.auth, client: undefined };
-    this.#searchUrl = options.search?.url ?? options.queryUrl;
-    this.#searcher = { auth: options.search?.auth, client: undefined };
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.#writer = new SparqlHttpClient(options.auth, this.#timeoutMs);
+    this.#searchUrl = options.search?.url ?? options.queryUrl;
+    this.#searcher = new SparqlHttpClient(options.search?.auth, this.#timeoutMs);
     this.#maxRows = options.maxRows ?? DEFAULT_MAX_ROWS;
     this.#dialect = options.dialect;
   }
@@ -537,13 +227,14 @@ export class SparqlStore implements DirectoryStore {
    * them: a search endpoint that wants credentials it was not given fails here, not at the first search.
    */
   async open(): Promise<void> {
-    const ask = {
-      body: new URLSearchParams({ query: "ASK {}" }).toString(),
-      contentType: "application/x-www-form-urlencoded",
-      accept: "application/sparql-results+json",
-    };
-    const { headers } = await this.#post(this.#queryUrl, this.#writer, "checking the query endpoint", ask);
-    await this.#post(this.#searchUrl, this.#searcher, "checking the search endpoint", ask);
+    const ask = { query: "ASK {}" };
+    const { headers } = await this.#writer.query(
+      this.#queryUrl,
+      "checking the query endpoint",
+      ask,
+      JSON_RESULTS,
+    );
+    await this.#searcher.query(this.#searchUrl, "checking the search endpoint", ask, JSON_RESULTS);
     this.#dialect ??= /virtuoso/i.test(headers.get("server") ?? "") ? "virtuoso" : "sparql11";
     // An update that matches nothing: fails now, not at the first PUT, when updates are not allowed.
     await this.#update(
@@ -572,13 +263,13 @@ export class SparqlStore implements DirectoryStore {
         format: "application/n-quads",
       });
     } catch (err) {
-      failure = `not indexed: ${(err as Error).message}`;
+      failure = `not indexed: ${errorMessage(err)}`;
     }
     const record = iri(recordIri(thing.id));
     const recordOps = this.#replaceRecord(record, this.#recordTriples(thing));
     const requests = named ? replaceGraph(thing.id, quads, recordOps) : [recordOps.join(" ;\n")];
     return this.#writes.run(RECORDS_GRAPH, () =>
-      this.#retrying(async () => {
+      retrying(async () => {
         const existed = await this.#ask(`ASK { GRAPH ${iri(RECORDS_GRAPH)} { ${record} ?p ?o } }`);
         for (const request of requests) await this.#update(request, `storing ${thing.id}`);
         if (failure !== undefined) this.#onIndexFailure(thing.id, failure);
@@ -590,27 +281,27 @@ export class SparqlStore implements DirectoryStore {
   #recordTriples(thing: StoredThing): string {
     const { created, modified, expires, ttl } = thing.registration;
     const triples: [string, string][] = [
-      [P.id, typedString(thing.id)],
-      [P.td, literal(JSON.stringify(thing.td))],
-      [P.created, literal(created)],
-      [P.modified, literal(modified)],
+      [RECORD.id, typedString(thing.id)],
+      [RECORD.td, literal(JSON.stringify(thing.td))],
+      [RECORD.created, literal(created)],
+      [RECORD.modified, literal(modified)],
     ];
     if (expires !== undefined) {
       const ms = Date.parse(expires);
       if (Number.isNaN(ms)) throw new StoreError(`expires ${JSON.stringify(expires)} is not a date`);
-      triples.push([P.expires, oxigraph.literal(String(ms), oxigraph.namedNode(XSD_INTEGER)).toString()]);
+      triples.push([RECORD.expires, integerLiteral(ms)]);
     }
-    if (ttl !== undefined) triples.push([P.ttl, literal(String(ttl))]);
+    if (ttl !== undefined) triples.push([RECORD.ttl, literal(String(ttl))]);
     return triples.map(([p, o]) => `${iri(p)} ${o}`).join(" ;\n  ");
   }
 
   /** Operations that replace the record on `record` (`triples` as a predicate-object list, or none) and the revision. */
   #replaceRecord(record: string, triples: string | undefined): string[] {
     const g = iri(RECORDS_GRAPH);
-    const revision = `${g} ${iri(P.revision)} ${literal(randomUUID())}`;
+    const revision = `${g} ${iri(RECORD.revision)} ${literal(randomUUID())}`;
     return [
       `DELETE WHERE { GRAPH ${g} { ${record} ?p ?o } }`,
-      `DELETE WHERE { GRAPH ${g} { ${g} ${iri(P.revision)} ?r } }`,
+      `DELETE WHERE { GRAPH ${g} { ${g} ${iri(RECORD.revision)} ?r } }`,
       `INSERT DATA { GRAPH ${g} {\n${triples ? `${record} ${triples} .\n` : ""}${revision} .\n} }`,
     ];
   }
@@ -625,7 +316,7 @@ export class SparqlStore implements DirectoryStore {
     this.#assertOpen();
     const record = iri(recordIri(id));
     return this.#writes.run(RECORDS_GRAPH, () =>
-      this.#retrying(async () => {
+      retrying(async () => {
         if (!(await this.#ask(`ASK { GRAPH ${iri(RECORDS_GRAPH)} { ${record} ?p ?o } }`))) return false;
         const request = [
           ...(isIri(id) ? [`DROP SILENT GRAPH ${iri(id)}`] : []),
@@ -670,7 +361,7 @@ export class SparqlStore implements DirectoryStore {
   async count(): Promise<number> {
     this.#assertOpen();
     const [row] = await this.#select(
-      `SELECT (COUNT(DISTINCT ?r) AS ?n) WHERE { GRAPH ${iri(RECORDS_GRAPH)} { ?r ${iri(P.id)} ?id } }`,
+      `SELECT (COUNT(DISTINCT ?r) AS ?n) WHERE { GRAPH ${iri(RECORDS_GRAPH)} { ?r ${iri(RECORD.id)} ?id } }`,
     );
     return Number(str(row?.n) ?? 0);
   }
@@ -678,7 +369,7 @@ export class SparqlStore implements DirectoryStore {
   async revision(): Promise<string> {
     this.#assertOpen();
     const g = iri(RECORDS_GRAPH);
-    const rows = await this.#select(`SELECT ?r WHERE { GRAPH ${g} { ${g} ${iri(P.revision)} ?r } }`);
+    const rows = await this.#select(`SELECT ?r WHERE { GRAPH ${g} { ${g} ${iri(RECORD.revision)} ?r } }`);
     // Two gateways writing at once may each leave a value until the next write: all of them, sorted.
     const values = rows.map((r) => str(r.r) ?? "").sort();
     return values.length === 0 ? "0" : values.join("+");
@@ -686,8 +377,8 @@ export class SparqlStore implements DirectoryStore {
 
   async expired(now: number): Promise<string[]> {
     this.#assertOpen();
-    const bound = oxigraph.literal(String(Math.floor(now)), oxigraph.namedNode(XSD_INTEGER)).toString();
-    const where = `?r ${iri(P.expires)} ?expires . FILTER (?expires <= ${bound})`;
+    const bound = integerLiteral(Math.floor(now));
+    const where = `?r ${iri(RECORD.expires)} ?expires . FILTER (?expires <= ${bound})`;
     const ids: string[] = [];
     for (let after: string | undefined; ; ) {
       const page = await this.#ids(where, after, this.#maxRows);
@@ -701,7 +392,7 @@ export class SparqlStore implements DirectoryStore {
   async #ids(where: string, after: string | undefined, limit: number): Promise<string[]> {
     const filter = after === undefined ? "" : idsAfter(after);
     const rows = await this.#select(
-      `SELECT ?id WHERE { GRAPH ${iri(RECORDS_GRAPH)} { ?r ${iri(P.id)} ?id . ${where} } ${filter} } ORDER BY ${BY_ID} LIMIT ${limit}`,
+      `SELECT ?id WHERE { GRAPH ${iri(RECORDS_GRAPH)} { ?r ${iri(RECORD.id)} ?id . ${where} } ${filter} } ORDER BY ${BY_ID} LIMIT ${limit}`,
     );
     return rows.map((r) => str(r.id) ?? "");
   }
@@ -711,9 +402,9 @@ export class SparqlStore implements DirectoryStore {
       `SELECT ?id ?td ?created ?modified ?expires ?ttl WHERE {
         ${pattern}
         GRAPH ${iri(RECORDS_GRAPH)} {
-          ?r ${iri(P.id)} ?id ; ${iri(P.td)} ?td ; ${iri(P.created)} ?created ; ${iri(P.modified)} ?modified .
-          OPTIONAL { ?r ${iri(P.expires)} ?expires }
-          OPTIONAL { ?r ${iri(P.ttl)} ?ttl }
+          ?r ${iri(RECORD.id)} ?id ; ${iri(RECORD.td)} ?td ; ${iri(RECORD.created)} ?created ; ${iri(RECORD.modified)} ?modified .
+          OPTIONAL { ?r ${iri(RECORD.expires)} ?expires }
+          OPTIONAL { ?r ${iri(RECORD.ttl)} ?ttl }
         }
       } ${modifiers}`,
     );
@@ -734,7 +425,7 @@ export class SparqlStore implements DirectoryStore {
       try {
         td = JSON.parse(str(row.td) ?? "");
       } catch (err) {
-        throw new StoreError(`the record of ${id} holds no JSON: ${(err as Error).message}`, { cause: err });
+        throw new StoreError(`the record of ${id} holds no JSON: ${errorMessage(err)}`, { cause: err });
       }
       things.push({ id, td, registration });
     }
@@ -769,19 +460,10 @@ export class SparqlStore implements DirectoryStore {
     let body: string;
     const sent = performance.now();
     try {
-      ({ body } = await this.#post(
-        this.#searchUrl,
-        this.#searcher,
-        "query",
-        {
-          body: new URLSearchParams(params).toString(),
-          contentType: "application/x-www-form-urlencoded",
-          accept: graph ? "application/n-triples" : "application/sparql-results+json",
-        },
-        clientTimeoutMs,
-      ));
+      const answer = graph ? "application/n-triples" : JSON_RESULTS;
+      ({ body } = await this.#searcher.query(this.#searchUrl, "query", params, answer, clientTimeoutMs));
     } catch (err) {
-      throw this.#queryError(err, timeoutMs, performance.now() - sent);
+      throw asQueryError(err, timeoutMs, performance.now() - sent);
     }
     // Truncated results are an error, not an answer: a LIMIT within the cap is the client's own cut.
     const { limit } = form;
@@ -792,59 +474,13 @@ export class SparqlStore implements DirectoryStore {
         `the result has more than the SPARQL store's limit of ${this.#maxRows} ${graph ? "triples" : "rows"}; narrow the query or page it with LIMIT and OFFSET`,
       );
     if (graph) {
-      const scratch = new oxigraph.Store();
-      try {
-        scratch.load(body, { format: "application/n-triples" });
-      } catch (err) {
-        throw new StoreError(`query: the SPARQL store's answer is not N-Triples: ${(err as Error).message}`, {
-          cause: err,
-        });
-      }
+      const scratch = parseTriples(body);
       if (capped && scratch.size >= this.#maxRows) throw tooMany();
-      const text = scratch.query("CONSTRUCT WHERE { ?s ?p ?o }", { results_format: format });
-      return { body: String(text), contentType: accept };
+      return { body: writeTriples(scratch, format), contentType: accept };
     }
-    let json: SparqlJson;
-    try {
-      json = JSON.parse(body) as SparqlJson;
-    } catch (err) {
-      throw new StoreError(`query: the SPARQL store's answer is not JSON: ${body.slice(0, 200)}`, {
-        cause: err,
-      });
-    }
+    const json = parseSparqlJson(body, "query: the SPARQL store's answer is not JSON");
     if (capped && (json.results?.bindings.length ?? 0) >= this.#maxRows) throw tooMany();
     return { body: writeSolutions(normalised(json), format), contentType: accept };
-  }
-
-  #queryError(err: unknown, timeoutMs: number, elapsedMs: number): unknown {
-    if (err instanceof RequestTimeout) {
-      return new QueryError("timeout", `the query ran longer than ${timeoutMs} ms`, { cause: err });
-    }
-    if (!(err instanceof EndpointError)) return err;
-    // Virtuoso: S1T00 transaction timeout (MaxQueryExecutionTime), 42000 refused on its cost estimate.
-    if (
-      err.status === 408 ||
-      err.status === 504 ||
-      err.sqlState === "S1T00" ||
-      err.sqlState === "S1TAT" ||
-      /estimated execution time/i.test(err.text) ||
-      // A server error once the limit has passed: the store gave up on the query (Virtuoso answers
-      // some of its own timeouts so, depending on where in the query its 2 s tick falls).
-      (err.status >= 500 && elapsedMs >= timeoutMs)
-    ) {
-      return new QueryError("timeout", err.text || `the query ran longer than ${timeoutMs} ms`, {
-        cause: err,
-      });
-    }
-    // Virtuoso reports some faults of the query only when running it, as 500: data exceptions
-    // (22xxx: arithmetic on strings...), compiler errors (37xxx), unknown functions (42001).
-    const clientFault = err.sqlState !== undefined && /^(22|37)|^42001$/.test(err.sqlState);
-    if ([400, 413, 414, 422].includes(err.status) || clientFault) {
-      return new QueryError("rejected", err.text || `the SPARQL store refused the query (${err.status})`, {
-        cause: err,
-      });
-    }
-    return err;
   }
 
   async putGraph(graph: string, ntriples: string): Promise<void> {
@@ -852,7 +488,7 @@ export class SparqlStore implements DirectoryStore {
     assertGatewayGraph(graph);
     const requests = replaceGraph(graph, parseQuads(ntriples, "application/n-triples", `graph ${graph}`));
     await this.#writes.run(graph, () =>
-      this.#retrying(async () => {
+      retrying(async () => {
         for (const request of requests) await this.#update(request, `writing graph ${graph}`);
       }),
     );
@@ -862,7 +498,7 @@ export class SparqlStore implements DirectoryStore {
     this.#assertOpen();
     assertGatewayGraph(graph);
     await this.#writes.run(graph, () =>
-      this.#retrying(() => this.#update(`DROP SILENT GRAPH ${iri(graph)}`, `deleting graph ${graph}`)),
+      retrying(() => this.#update(`DROP SILENT GRAPH ${iri(graph)}`, `deleting graph ${graph}`)),
     );
   }
 
@@ -871,39 +507,14 @@ export class SparqlStore implements DirectoryStore {
     this.#open = false;
   }
 
-  /** Runs a write again when Virtuoso chose it as a deadlock victim (SQLSTATE 40001); writes are idempotent. */
-  async #retrying<T>(write: () => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await write();
-      } catch (err) {
-        if (!(err instanceof EndpointError && err.sqlState === "40001") || attempt >= WRITE_ATTEMPTS)
-          throw err;
-      }
-    }
-  }
-
-  async #update(text: string, what: string): Promise<void> {
-    await this.#post(this.#updateUrl, this.#writer, what, {
-      body: text,
-      contentType: "application/sparql-update; charset=UTF-8",
-      accept: "application/sparql-results+json, */*;q=0.1",
-    });
+  #update(text: string, what: string): Promise<void> {
+    return this.#writer.update(this.#updateUrl, text, what);
   }
 
   async #read(text: string): Promise<SparqlJson> {
-    const { body } = await this.#post(this.#queryUrl, this.#writer, "reading the directory", {
-      body: new URLSearchParams({ query: text }).toString(),
-      contentType: "application/x-www-form-urlencoded",
-      accept: "application/sparql-results+json",
-    });
-    try {
-      return JSON.parse(body) as SparqlJson;
-    } catch (err) {
-      throw new StoreError(`reading the directory: the answer is not SPARQL JSON: ${body.slice(0, 200)}`, {
-        cause: err,
-      });
-    }
+    const what = "reading the directory";
+    const { body } = await this.#writer.query(this.#queryUrl, what, { query: text }, JSON_RESULTS);
+    return parseSparqlJson(body, `${what}: the answer is not SPARQL JSON`);
   }
 
   async #select(text: string): Promise<Row[]> {
@@ -912,69 +523,5 @@ export class SparqlStore implements DirectoryStore {
 
   async #ask(text: string): Promise<boolean> {
     return (await this.#read(text)).boolean === true;
-  }
-
-  /**
-   * POSTs to the store and reads its 2xx answer, all within `timeoutMs`. Throws RequestTimeout,
-   * EndpointError (another status), or StoreError (unreachable).
-   */
-  async #post(
-    url: string,
-    credentials: Credentials,
-    what: string,
-    request: { body: string; contentType: string; accept: string },
-    timeoutMs = this.#timeoutMs,
-  ): Promise<{ headers: Headers; body: string }> {
-    const signal = AbortSignal.timeout(timeoutMs);
-    // A new init for each request: digest-fetch sets the Authorization header in the one it is given.
-    const init = (): RequestInit => ({
-      method: "POST",
-      headers: { "content-type": request.contentType, accept: request.accept },
-      body: request.body,
-      signal,
-    });
-    // digest-fetch calls the global fetch (Node's), so its answers are the global Response.
-    const send = (client: DigestClient | undefined): Promise<Response> =>
-      client ? (client.fetch(url, init()) as Promise<Response>) : fetch(url, init());
-    let res: Response;
-    let body: string;
-    try {
-      const { client, auth } = credentials;
-      res = await send(client);
-      // The first 401: answer it in the scheme asked for, and from then on send the credentials up front
-      // (a Digest client answers later challenges itself, e.g. for a new nonce).
-      if (res.status === 401 && auth && !client) {
-        const next = authClient(auth, res.headers.get("www-authenticate"));
-        if (next) {
-          await res.arrayBuffer();
-          credentials.client = next;
-          res = await send(next);
-        }
-      }
-      body = await res.text();
-    } catch (err) {
-      if (err instanceof StoreError) throw err;
-      if (signal.aborted) {
-        throw new RequestTimeout(`${what}: the SPARQL store did not answer within ${timeoutMs} ms`, {
-          cause: err,
-        });
-      }
-      const cause = (err as { cause?: { message?: string } }).cause?.message ?? (err as Error).message;
-      throw new StoreError(`${what}: cannot reach the SPARQL store at ${new URL(url).origin}: ${cause}`, {
-        cause: err,
-      });
-    }
-    if (res.status === 401 || res.status === 403) {
-      const why = credentials.auth
-        ? "the credentials were refused"
-        : "the store asks for credentials, none are set";
-      throw new EndpointError(`${what}: ${why}`, res.status, "");
-    }
-    if (!res.ok) throw new EndpointError(what, res.status, body);
-    // Virtuoso's anytime queries: past the `timeout` parameter it answers 200 with partial results.
-    if (res.headers.get("x-sql-state") === "S1TAT") {
-      throw new RequestTimeout(`${what}: the SPARQL store stopped the query at its time limit`);
-    }
-    return { headers: res.headers, body };
   }
 }

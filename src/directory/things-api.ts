@@ -1,5 +1,7 @@
 import { createHash } from "node:crypto";
 import type { Context, Hono } from "hono";
+import { errorMessage } from "../domain/errors.js";
+import { problemOf } from "../http/error-status.js";
 import { limitBody, problem } from "../http/problem.js";
 import { DISCOVERY_CONTEXT_URL } from "../wot/jsonld-loader.js";
 import type { JsonObject } from "../wot/rdf.js";
@@ -110,11 +112,7 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): Directory 
   /** A DirectoryError as problem details; anything else propagates (validation: app.onError). */
   const refused = (c: Context, err: unknown): Response => {
     if (!(err instanceof DirectoryError)) throw err;
-    return problem(c, {
-      title: err.status === 404 ? "Not Found" : "Bad Request",
-      status: err.status,
-      detail: err.message,
-    });
+    return problemOf(c, err);
   };
 
   /** A 403 when the gateway owns `id` (checked before the body is read: nothing of it is used). */
@@ -142,7 +140,7 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): Directory 
     try {
       body = JSON.parse(await c.req.text());
     } catch (err) {
-      return badRequest(c, `the body is not JSON: ${(err as Error).message}`);
+      return badRequest(c, `the body is not JSON: ${errorMessage(err)}`);
     }
     if (!depth(body, maxDepth)) return badRequest(c, `the body nests deeper than ${maxDepth} levels`);
     return body;
@@ -169,6 +167,7 @@ export function mountThingsApi(app: Hono, options: ThingsApiOptions): Directory 
     };
     const previous = writes.get(id) ?? Promise.resolve();
     const next = previous.then(guarded, guarded);
+    // The caller gets `next`'s rejection; the tail only orders the writes, and must not stop at one.
     const tail = next.catch(() => undefined);
     writes.set(id, tail);
     void tail.then(() => {

@@ -1,8 +1,9 @@
 import oxigraph from "oxigraph";
 import type { EntanglementFigures } from "../domain/entanglement.js";
 import type { LifecycleState } from "../domain/lifecycle.js";
+import type { InstanceStatus, StatusListener } from "../domain/twin-status.js";
+import { DTC, XSD } from "../domain/vocabulary.js";
 import type { Logger } from "../logger.js";
-import type { InstanceStatus, StatusListener } from "../platforms/driver.js";
 import { type DirectoryStore, statusGraph } from "./store.js";
 
 /**
@@ -17,19 +18,15 @@ import { type DirectoryStore, statusGraph } from "./store.js";
  * serialised so an older status never overwrites a newer one.
  */
 
-const DTC = "https://w3id.org/dtc#";
-const XSD = "http://www.w3.org/2001/XMLSchema#";
-
 /** Shortest time between two lifecycle writes of one twin, ms. */
 export const LIFECYCLE_WRITE_GAP_MS = 1000;
-
-export type PlatformName = "InProcess" | "Docker" | "Kubernetes";
 
 /** Where a twin runs and what it runs: the IRIs of its DTC Node and DT Package, and the platform. */
 export interface TwinPlacement {
   node?: string;
   package?: string;
-  platform?: PlatformName;
+  /** The platform's individual in the dtc ontology (InProcess, Docker, ...). */
+  platform?: string;
 }
 
 /** What the publisher watches: a running instance (a platform driver's handle). */

@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import type { Context, Hono } from "hono";
+import { errorMessage } from "../domain/errors.js";
 import { ontologyDir, packageVersion, readJsonFile } from "../paths.js";
 import { instantiate, TD_MEDIA_TYPE } from "../wot/instantiate.js";
 import { ThingModelRegistry } from "../wot/model-registry.js";
@@ -96,7 +97,7 @@ export async function directoryThingDescription(
     );
   } catch (err) {
     // Our fault, not the client's: keep a ValidationError from turning into a 400.
-    throw new Error(`cannot build the directory's Thing Description: ${(err as Error).message}`, {
+    throw new Error(`cannot build the directory's Thing Description: ${errorMessage(err)}`, {
       cause: err,
     });
   }
@@ -121,6 +122,7 @@ export function mountWellKnown(app: Hono, options: WellKnownOptions): void {
     if (!td) {
       if (cache.size >= 16) cache.delete(cache.keys().next().value as string);
       td = directoryThingDescription(base, options);
+      // A failed build is not kept; the request awaiting it gets the error.
       td.catch(() => cache.delete(base));
       cache.set(base, td);
     }

@@ -1,5 +1,5 @@
 /**
- * Entanglement of a twin with its physical twin, as the ODTE of paper 002 (section 5.3), over a
+ * Entanglement of a twin with its physical twin, as the ODTE of [dt-microservices] (section 5.3), over a
  * sliding window W. Pure: time is passed in (epoch milliseconds), nothing is read from a clock.
  *
  *   T = (updates in W with 0 <= delay <= Td) / (updates in W), 0 when there are none
@@ -46,7 +46,7 @@ export interface EntanglementFigures {
  * Whether an update's delay (commit time minus PT timestamp) shows it fresh: 0 <= delay <= Td.
  * A negative delay is never timely. It proves the PT's clock is ahead of the twin's by at least
  * that much, and then the true delay (measured = true + offset) is unknown: it may be well past
- * Td. T counts the updates received in at most Td (paper 002, section 5.3), which presumes
+ * Td. T counts the updates received in at most Td ([dt-microservices], section 5.3), which presumes
  * synchronised clocks; clamping to 0 would instead reward a PT for a clock running ahead (up to
  * MAX_FUTURE_SKEW_MS, src/runtime/physical-event.ts). Keep the PTs' clocks synchronised (NTP, PTP).
  */

@@ -1,5 +1,5 @@
 /**
- * The entanglement-aware lifecycle of a twin (paper 002, Fig. 3), as a pure table-driven state
+ * The entanglement-aware lifecycle of a twin ([dt-microservices], Fig. 3), as a pure table-driven state
  * machine. The names are the individuals of the dtc ontology (dtc:Unbound, ...).
  */
 export const LIFECYCLE_STATES = ["Unbound", "Bound", "Entangled", "Disentangled", "Done", "Stopped"] as const;

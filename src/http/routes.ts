@@ -2,8 +2,10 @@
  * The gateway's access table: every route it serves, with the role it needs (src/security). The
  * auth middleware enforces it, the README's roles table is checked against it, and a test fails
  * when a mounted route has no entry here. A request that matches no entry needs `admin` (fail
- * closed): a route added without an entry is never served to the public by mistake.
+ * closed): a route added without an entry is never served to the public by mistake. The manager's
+ * entries come from its route table (src/manager/routes.ts).
  */
+import { MANAGER_API } from "../manager/routes.js";
 import type { Access } from "../security/principal.js";
 
 export interface RouteAccess {
@@ -63,35 +65,11 @@ export const ROUTES: readonly RouteAccess[] = [
   read("/twins/:id/*", "reader", "read or observe a twin's properties and events"),
   { method: "ALL", path: "/twins/*", access: "operator", title: "other twin interactions" },
 
-  // The DTC Manager.
-  read("/api/td", "reader", "the manager's TD"),
-  read("/api/nodes", "reader", "discover nodes"),
-  read("/api/nodes/:id", "reader", "read a node"),
-  write("POST", "/api/nodes", "admin", "register a node"),
-  write("DELETE", "/api/nodes/:id", "admin", "remove a node"),
-  read("/api/schemas", "reader", "discover schemas"),
-  read("/api/schemas/:id", "reader", "read a schema"),
-  write("POST", "/api/schemas", "admin", "register a schema"),
-  write("DELETE", "/api/schemas/:id", "admin", "remove a schema"),
-  read("/api/packages", "reader", "discover packages"),
-  read("/api/packages/:id", "reader", "read a package"),
-  read("/api/packages/:id/nodes", "reader", "candidate nodes of a package"),
-  write("POST", "/api/packages", "admin", "register a package"),
-  write("DELETE", "/api/packages/:id", "admin", "remove a package"),
-  read("/api/instances", "reader", "running instances"),
-  read("/api/instances/:id", "reader", "read an instance"),
-  write("POST", "/api/instances", "operator", "start an instance"),
-  write("DELETE", "/api/instances/:id", "operator", "remove an instance"),
-  write("POST", "/api/instances/:id/stop", "operator", "stop an instance"),
-  write("POST", "/api/instances/:id/start", "operator", "start a stopped instance"),
-  write("POST", "/api/instances/:id/restart", "operator", "restart an instance"),
-  write("POST", "/api/instances/:id/move", "operator", "move an instance"),
-  write("POST", "/api/instances/:id/clone", "operator", "clone an instance"),
-  write("POST", "/api/instances/:id/snapshots", "operator", "snapshot an instance"),
-  read("/api/snapshots", "reader", "list snapshots"),
-  read("/api/snapshots/:id", "reader", "read a snapshot"),
-  write("DELETE", "/api/snapshots/:id", "operator", "remove a snapshot"),
-  write("POST", "/api/snapshots/:id/restore", "operator", "restore a snapshot"),
+  // The DTC Manager: its route table (src/manager/routes.ts) says what each needs.
+  ...MANAGER_API.map(({ method, path, access, title }) =>
+    method === "GET" ? read(`/api${path}`, access, title) : write(method, `/api${path}`, access, title),
+  ),
+  // API tokens and the caller's principal (src/security/tokens-api.ts).
   read("/api/tokens", "admin", "list API tokens"),
   read("/api/tokens/:id", "admin", "read an API token"),
   write("POST", "/api/tokens", "admin", "create an API token"),

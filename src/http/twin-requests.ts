@@ -1,3 +1,4 @@
+import { errorMessage } from "../domain/errors.js";
 import type { JsonObject } from "../wot/rdf.js";
 import { isObject } from "../wot/thing-model.js";
 import { DataSchemas, type ValidationIssue } from "../wot/validation.js";
@@ -167,7 +168,7 @@ export class TwinRequestRules {
     try {
       value = JSON.parse(text);
     } catch (err) {
-      return refuse(400, `the body is not JSON: ${(err as Error).message}`);
+      return refuse(400, `the body is not JSON: ${errorMessage(err)}`);
     }
     const validate = body.schema && this.#schemas.validator(body.schema);
     const result = validate?.(value);

@@ -1,5 +1,6 @@
 import type { Context, Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { errorMessage } from "../domain/errors.js";
 import { parseClientError } from "../runtime/client-error.js";
 import type { JsonObject } from "../wot/rdf.js";
 import { limitBody, problem } from "./problem.js";
@@ -190,7 +191,7 @@ export function mountTwinsProxy(
       return problem(c, {
         title: "Bad Gateway",
         status: 502,
-        detail: `twin "${id}" did not answer: ${(err as Error).message}`,
+        detail: `twin "${id}" did not answer: ${errorMessage(err)}`,
       });
     }
     const status = response.status;

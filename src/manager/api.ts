@@ -1,16 +1,29 @@
 import { type Context, Hono } from "hono";
+import type { z } from "zod";
+import { errorMessage } from "../domain/errors.js";
+import { twinTdId } from "../domain/vocabulary.js";
+import { problemOf } from "../http/error-status.js";
 import { limitBody, problem } from "../http/problem.js";
 import type { Logger } from "../logger.js";
-import { TM_MEDIA_TYPE } from "../wot/instantiate.js";
 import type { JsonObject } from "../wot/rdf.js";
-import { ManagerError } from "./errors.js";
+import { invalid, ManagerError } from "./errors.js";
 import { asManagerError, type DtcManager } from "./manager.js";
 import { managerThingDescription } from "./manager-td.js";
+import { openApiDocument } from "./openapi.js";
+import {
+  type ApiRoute,
+  jsonSchemaOf,
+  MANAGER_API,
+  type ManagerRoute,
+  queryParameters,
+  type SuccessStatus,
+} from "./routes.js";
 
 /**
- * The manager's HTTP API under /api (JSON; errors as RFC 9457 problem details): inventory (nodes,
- * schemas, packages), deployment and management of instances, snapshots, and the manager's own TD.
- * Thin: parse, call the manager, answer.
+ * The manager's HTTP API under /api (JSON; errors as RFC 9457 problem details), mounted from the
+ * route table (src/manager/routes.ts): each route's query and body are checked with its schemas,
+ * then its handler here parses nothing more: it calls the manager and says what to answer. Links
+ * of instance views are made here, from the public base URL.
  */
 
 export interface ManagerApiOptions {
@@ -22,14 +35,30 @@ export interface ManagerApiOptions {
   logger?: Logger;
 }
 
-const TITLES = {
-  400: "Bad Request",
-  404: "Not Found",
-  409: "Conflict",
-  502: "Bad Gateway",
-  503: "Service Unavailable",
-  504: "Gateway Timeout",
-} as const;
+type Params<R> = R extends { params: infer P extends z.ZodType } ? z.output<P> : Record<string, never>;
+type Query<R> = R extends { query: infer Q extends z.ZodType } ? z.output<Q> : Record<string, never>;
+type Body<R> = R extends { input: infer B extends z.ZodType } ? z.output<B> : undefined;
+
+interface ApiRequest<R> {
+  /** As given: an unknown id is the manager's 404. */
+  params: Params<R>;
+  query: Query<R>;
+  body: Body<R>;
+}
+
+interface Answer {
+  status: SuccessStatus;
+  body?: unknown;
+  /** Where what was created is (201). */
+  location?: string;
+}
+
+type Handler<R> = (request: ApiRequest<R>) => Promise<Answer> | Answer;
+type Handlers = { [R in ManagerRoute as R["name"]]: Handler<R> };
+
+const ok = (body: unknown): Answer => ({ status: 200, body });
+const created = (body: unknown, location: string): Answer => ({ status: 201, body, location });
+const DONE: Answer = { status: 204 };
 
 async function body(c: Context): Promise<unknown> {
   const text = await c.req.text();
@@ -37,48 +66,68 @@ async function body(c: Context): Promise<unknown> {
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new ManagerError(400, `the body is not JSON: ${(err as Error).message}`);
+    throw new ManagerError("invalid", `the body is not JSON: ${errorMessage(err)}`, { cause: err });
   }
 }
 
-function flag(value: string | undefined, name: string): boolean | undefined {
-  if (value === undefined) return undefined;
-  if (value === "true") return true;
-  if (value === "false") return false;
-  throw new ManagerError(400, `${name} must be true or false`, [
-    { field: name, description: "must be true or false" },
-  ]);
+/** A query the route's schema refuses: "tier must be one of edge, mec, cloud", per parameter. */
+function invalidQuery(error: z.ZodError): ManagerError {
+  const issues = error.issues.map((issue) => ({
+    field: issue.path.filter((p) => typeof p === "string").join(".") || "(query)",
+    description: issue.message,
+  }));
+  return new ManagerError("invalid", issues.map((i) => `${i.field} ${i.description}`).join("; "), issues);
 }
 
-export function mountManagerApi(
-  app: Hono,
-  { manager, maxBodyBytes, publicBase, secure = (td) => td, logger }: ManagerApiOptions,
-): void {
-  const api = new Hono();
-  const inventory = manager.inventory;
-  api.use("*", limitBody(maxBodyBytes, "manager requests"));
-  api.onError((err, c) => {
-    const mapped = asManagerError(err);
-    if (mapped instanceof ManagerError) {
-      return problem(c, {
-        title: TITLES[mapped.status],
-        status: mapped.status,
-        detail: mapped.message,
-        ...(mapped.validationErrors ? { validationErrors: mapped.validationErrors } : {}),
-      });
+/** Reads a route's query as its schema takes it: a repeatable parameter as a list, true/false as booleans. */
+function queryReader(route: ApiRoute): (c: Context) => unknown {
+  const schema = route.query;
+  if (schema === undefined) return () => ({});
+  const properties = jsonSchemaOf(schema, "input", "draft-2020-12").properties as Record<string, JsonObject>;
+  const kinds = queryParameters(route).map((name) => [name, properties[name]?.type] as const);
+  return (c) => {
+    const raw: Record<string, unknown> = {};
+    for (const [name, kind] of kinds) {
+      const values = c.req.queries(name);
+      const first = values?.[0];
+      if (values === undefined || first === undefined) continue;
+      raw[name] = kind === "array" ? values : kind === "boolean" ? (BOOLEANS[first] ?? first) : first;
     }
-    logger?.error({ err, path: c.req.path }, "manager: unhandled error");
-    return problem(c, { title: "Internal Server Error", status: 500 });
+    const parsed = schema.safeParse(raw);
+    if (!parsed.success) throw invalidQuery(parsed.error);
+    return parsed.data;
+  };
+}
+const BOOLEANS: Record<string, boolean> = { true: true, false: false };
+
+async function readBody(c: Context, route: ApiRoute): Promise<unknown> {
+  if (route.input === undefined) return undefined;
+  const parsed = route.input.safeParse(await body(c));
+  if (!parsed.success) throw invalid(route.inputName ?? "request body", parsed.error);
+  return parsed.data;
+}
+
+/** Where an instance's resources are (the same ids as the twin's URLs and DT Description). */
+function instanceLinks(base: string, id: string) {
+  return {
+    self: `${base}/api/instances/${id}`,
+    twin: `${base}/twins/${id}`,
+    description: `${base}/things/${encodeURIComponent(twinTdId(id))}`,
+  };
+}
+
+function handlers(
+  manager: DtcManager,
+  publicBase: () => string,
+  secure: (td: JsonObject) => JsonObject,
+): Handlers {
+  const inventory = manager.inventory;
+  const url = (path: string) => `${publicBase()}/api${path}`;
+  const linked = <V extends { id: string }>(view: V) => ({
+    ...view,
+    links: instanceLinks(publicBase(), view.id),
   });
-
-  // The manager's own Thing Description: every Table I function as an action.
-  api.get("/td", (c) =>
-    c.body(JSON.stringify(secure(managerThingDescription(publicBase()))), 200, {
-      "Content-Type": "application/td+json",
-    }),
-  );
-
-  // ---- nodes
+  const createdInstance = (view: { id: string }) => created(linked(view), url(`/instances/${view.id}`));
   const nodeView = async (id: string) => {
     const node = inventory.node(id);
     const readiness = await manager.readiness(node);
@@ -90,114 +139,116 @@ export function mountManagerApi(
       free: manager.free(node),
     };
   };
-  api.post("/nodes", async (c) => {
-    const node = await inventory.registerNode(await body(c));
-    c.header("Location", `${publicBase()}/api/nodes/${node.id}`);
-    return c.json(await nodeView(node.id), 201);
-  });
-  api.get("/nodes", async (c) => {
-    const nodes = inventory.nodes({
-      platform: c.req.query("platform"),
-      tier: c.req.query("tier"),
-      labels: c.req.queries("label") ?? [],
-      gpu: flag(c.req.query("gpu"), "gpu"),
-    });
-    return c.json(await Promise.all(nodes.map((n) => nodeView(n.id))));
-  });
-  api.get("/nodes/:id", async (c) => c.json(await nodeView(c.req.param("id"))));
-  api.delete("/nodes/:id", async (c) => {
-    await manager.removeNode(c.req.param("id"));
-    return c.body(null, 204);
-  });
+  // Whether the gateway asks for credentials: what secure() does to a TD says so.
+  const authenticated = secure({ security: "nosec_sc" }).security !== "nosec_sc";
 
-  // ---- schemas
-  api.post("/schemas", async (c) => {
-    const summary = await inventory.registerSchema(await body(c), { id: c.req.query("id") });
-    c.header("Location", `${publicBase()}/api/schemas/${summary.id}`);
-    return c.json(summary, 201);
-  });
-  api.get("/schemas", (c) =>
-    c.json(
-      inventory.schemas({
-        q: c.req.query("q"),
-        type: c.req.query("type"),
-        affordance: c.req.query("affordance"),
-      }),
-    ),
-  );
-  api.get("/schemas/:id", (c) =>
-    c.body(JSON.stringify(inventory.schema(c.req.param("id")).model), 200, { "Content-Type": TM_MEDIA_TYPE }),
-  );
-  api.delete("/schemas/:id", async (c) => {
-    await inventory.removeSchema(c.req.param("id"));
-    return c.body(null, 204);
-  });
+  return {
+    getThingDescription: () => ok(secure(managerThingDescription(publicBase()))),
+    getOpenApiDocument: () => ok(openApiDocument(publicBase(), { authenticated })),
 
-  // ---- packages
-  api.post("/packages", async (c) => {
-    const pkg = await inventory.registerPackage(await body(c));
-    c.header("Location", `${publicBase()}/api/packages/${pkg.id}`);
-    return c.json(pkg, 201);
-  });
-  api.get("/packages", (c) =>
-    c.json(inventory.packages({ schema: c.req.query("schema"), platform: c.req.query("platform") })),
-  );
-  api.get("/packages/:id", (c) => c.json(inventory.package(c.req.param("id"))));
-  api.get("/packages/:id/nodes", async (c) =>
-    c.json(await manager.candidates(c.req.param("id"), { all: flag(c.req.query("all"), "all") })),
-  );
-  api.delete("/packages/:id", async (c) => {
-    const id = c.req.param("id");
-    inventory.package(id);
-    await inventory.removePackage(id, manager.instances({ package: id }).length);
-    return c.body(null, 204);
-  });
+    discoverNodes: async ({ query }) => {
+      const nodes = inventory.nodes({
+        platform: query.platform,
+        tier: query.tier,
+        labels: query.label ?? [],
+        gpu: query.gpu,
+      });
+      return ok(await Promise.all(nodes.map((n) => nodeView(n.id))));
+    },
+    getNode: async ({ params }) => ok(await nodeView(params.id)),
+    registerNode: async ({ body }) => {
+      const node = await inventory.registerNode(body);
+      return created(await nodeView(node.id), url(`/nodes/${node.id}`));
+    },
+    removeNode: async ({ params }) => {
+      await manager.removeNode(params.id);
+      return DONE;
+    },
 
-  // ---- instances
-  const created = (c: Context, view: { id: string }) => {
-    c.header("Location", `${publicBase()}/api/instances/${view.id}`);
-    return c.json(view, 201);
+    discoverSchemas: ({ query }) => ok(inventory.schemas(query)),
+    getSchema: ({ params }) => ok(inventory.schema(params.id).model),
+    registerSchema: async ({ query, body }) => {
+      const summary = await inventory.registerSchema(body, { id: query.id });
+      return created(summary, url(`/schemas/${summary.id}`));
+    },
+    removeSchema: async ({ params }) => {
+      await inventory.removeSchema(params.id);
+      return DONE;
+    },
+
+    discoverPackages: ({ query }) => ok(inventory.packages(query)),
+    getPackage: ({ params }) => ok(inventory.package(params.id)),
+    discoverCandidateNodes: async ({ params, query }) =>
+      ok(await manager.candidates(params.id, { all: query.all })),
+    registerPackage: async ({ body }) => {
+      const pkg = await inventory.registerPackage(body);
+      return created(pkg, url(`/packages/${pkg.id}`));
+    },
+    removePackage: async ({ params }) => {
+      inventory.package(params.id);
+      await inventory.removePackage(params.id, manager.instances({ package: params.id }).length);
+      return DONE;
+    },
+
+    runningInstances: ({ query }) => ok(manager.instances(query).map(linked)),
+    getInstance: ({ params }) => ok(linked(manager.instance(params.id))),
+    startInstance: async ({ body }) => createdInstance(await manager.start(body)),
+    removeInstance: async ({ params }) => {
+      await manager.remove(params.id);
+      return DONE;
+    },
+    stopInstance: async ({ params }) => ok(linked(await manager.stop(params.id))),
+    resumeInstance: async ({ params }) => ok(linked(await manager.resume(params.id))),
+    restartInstance: async ({ params }) => ok(linked(await manager.restart(params.id))),
+    moveInstance: async ({ params, body }) => ok(linked(await manager.move(params.id, body))),
+    cloneInstance: async ({ params, body }) => createdInstance(await manager.clone(params.id, body)),
+    snapshotInstance: async ({ params }) => {
+      const snapshot = await manager.snapshot(params.id);
+      return created(snapshot, url(`/snapshots/${snapshot.id}`));
+    },
+
+    listSnapshots: ({ query }) => ok(manager.snapshots(query)),
+    getSnapshot: ({ params }) => ok(manager.snapshotDetails(params.id)),
+    removeSnapshot: ({ params }) => {
+      manager.removeSnapshot(params.id);
+      return DONE;
+    },
+    restoreSnapshot: async ({ params, body }) => {
+      const { view, created: isNew } = await manager.restore(params.id, body);
+      return isNew ? createdInstance(view) : ok(linked(view));
+    },
   };
-  api.post("/instances", async (c) => created(c, await manager.start(await body(c))));
-  api.get("/instances", (c) =>
-    c.json(
-      manager.instances({
-        schema: c.req.query("schema"),
-        node: c.req.query("node"),
-        state: c.req.query("state"),
-        package: c.req.query("package"),
-      }),
-    ),
-  );
-  api.get("/instances/:id", (c) => c.json(manager.instance(c.req.param("id"))));
-  api.delete("/instances/:id", async (c) => {
-    await manager.remove(c.req.param("id"));
-    return c.body(null, 204);
-  });
-  api.post("/instances/:id/stop", async (c) => c.json(await manager.stop(c.req.param("id"))));
-  api.post("/instances/:id/start", async (c) => c.json(await manager.resume(c.req.param("id"))));
-  api.post("/instances/:id/restart", async (c) => c.json(await manager.restart(c.req.param("id"))));
-  api.post("/instances/:id/move", async (c) => c.json(await manager.move(c.req.param("id"), await body(c))));
-  api.post("/instances/:id/clone", async (c) =>
-    created(c, await manager.clone(c.req.param("id"), await body(c))),
-  );
-  api.post("/instances/:id/snapshots", async (c) => {
-    const snapshot = await manager.snapshot(c.req.param("id"));
-    c.header("Location", `${publicBase()}/api/snapshots/${snapshot.id}`);
-    return c.json(snapshot, 201);
+}
+
+export function mountManagerApi(
+  app: Hono,
+  { manager, maxBodyBytes, publicBase, secure = (td) => td, logger }: ManagerApiOptions,
+): void {
+  const api = new Hono();
+  api.use("*", limitBody(maxBodyBytes, "manager requests"));
+  api.onError((err, c) => {
+    const mapped = asManagerError(err);
+    if (mapped instanceof ManagerError) return problemOf(c, mapped);
+    logger?.error({ err, path: c.req.path }, "manager: unhandled error");
+    return problem(c, { title: "Internal Server Error", status: 500 });
   });
 
-  // ---- snapshots
-  api.get("/snapshots", (c) => c.json(manager.snapshots({ instance: c.req.query("instance") })));
-  api.get("/snapshots/:id", (c) => c.json(manager.snapshotDetails(c.req.param("id"))));
-  api.delete("/snapshots/:id", (c) => {
-    manager.removeSnapshot(c.req.param("id"));
-    return c.body(null, 204);
-  });
-  api.post("/snapshots/:id/restore", async (c) => {
-    const { view, created: isNew } = await manager.restore(c.req.param("id"), await body(c));
-    return isNew ? created(c, view) : c.json(view);
-  });
+  const handlerOf = handlers(manager, publicBase, secure) as Record<string, Handler<ApiRoute>>;
+  for (const route of MANAGER_API as readonly ApiRoute[]) {
+    const handle = handlerOf[route.name] as Handler<ApiRoute>;
+    const query = queryReader(route);
+    api.on(route.method, route.path, async (c) => {
+      const answer = await handle({
+        params: c.req.param() as ApiRequest<ApiRoute>["params"],
+        query: query(c) as ApiRequest<ApiRoute>["query"],
+        body: (await readBody(c, route)) as ApiRequest<ApiRoute>["body"],
+      });
+      if (answer.location !== undefined) c.header("Location", answer.location);
+      if (answer.status === 204) return c.body(null, 204);
+      if (route.produces === undefined) return c.json(answer.body, answer.status);
+      return c.body(JSON.stringify(answer.body), answer.status, { "Content-Type": route.produces });
+    });
+  }
 
   app.route("/api", api);
 }

@@ -1,33 +1,48 @@
 import type { ZodError } from "zod";
-import type { ValidationIssue } from "../wot/validation.js";
+import {
+  DtcError,
+  type DtcErrorOptions,
+  type ErrorKind,
+  type FieldIssue,
+  isDtcError,
+} from "../domain/errors.js";
 
 /**
- * A request the manager refuses or cannot carry out: 400 bad input, 404 unknown id, 409 conflict
- * with what exists, 502 a platform failed doing it, 503 a platform cannot be reached, 504 a
- * platform (or the operation) did not finish in time.
+ * A request the manager refuses or cannot carry out, by kind (src/domain/errors.ts): `invalid`
+ * input, an unknown id (`notFound`), a `conflict` with what exists, a platform that `failed`, is
+ * `unavailable` or did not answer in time (`timeout`).
  */
-export class ManagerError extends Error {
-  constructor(
-    readonly status: 400 | 404 | 409 | 502 | 503 | 504,
-    message: string,
-    readonly validationErrors?: ValidationIssue[],
-  ) {
-    super(message);
+export class ManagerError extends DtcError {
+  /** `options` as an array: the fields found wrong (an `invalid` error's validationErrors). */
+  constructor(kind: ErrorKind, message: string, options?: DtcErrorOptions | FieldIssue[]) {
+    super(kind, message, Array.isArray(options) ? { validationErrors: options } : options);
     this.name = "ManagerError";
   }
 }
 
-export const notFound = (what: string, id: string) => new ManagerError(404, `no ${what} with id "${id}"`);
+export const notFound = (what: string, id: string) =>
+  new ManagerError("notFound", `no ${what} with id "${id}"`);
 
-/** A 400 naming every field zod found wrong (dotted paths, as the WoT Discovery problems do). */
+/** An `invalid` error naming every field zod found wrong (dotted paths, as the WoT Discovery problems do). */
 export function invalid(what: string, error: ZodError, prefix = ""): ManagerError {
   const issues = error.issues.map((issue) => ({
     field: [prefix, ...issue.path.map(String)].filter((p) => p !== "").join(".") || "(body)",
     description: issue.message,
   }));
   return new ManagerError(
-    400,
+    "invalid",
     `${what}: ${issues.map((i) => `${i.field}: ${i.description}`).join("; ")}`,
-    issues,
+    {
+      validationErrors: issues,
+    },
   );
+}
+
+/** Any error of dtc's own (a kind) as a ManagerError, cause kept; others (dtc's faults) as they are. */
+export function asManagerError(err: unknown): unknown {
+  if (err instanceof ManagerError || !isDtcError(err)) return err;
+  return new ManagerError(err.kind, err.message, {
+    cause: err,
+    ...(err.validationErrors ? { validationErrors: err.validationErrors } : {}),
+  });
 }

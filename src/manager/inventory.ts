@@ -1,9 +1,9 @@
 import oxigraph from "oxigraph";
 import type { DirectoryStore } from "../directory/store.js";
 import { inventoryGraph } from "../directory/store.js";
+import { DTC, RDF_TYPE, RDFS_LABEL } from "../domain/vocabulary.js";
 import type { Logger } from "../logger.js";
-import { checkEndpointFiles, parseDockerEndpoint } from "../platforms/docker/endpoint.js";
-import { PLATFORM_INDIVIDUAL, PLATFORMS, type Platform } from "../platforms/driver.js";
+import { PLATFORMS, platformIndividual, platformPlugin } from "../platforms/registry.js";
 import {
   BROKER_CREDENTIALS,
   hasCredentials,
@@ -14,7 +14,7 @@ import {
 import type { ThingModelRegistry } from "../wot/model-registry.js";
 import { type JsonObject, toNQuads } from "../wot/rdf.js";
 import { AFFORDANCE_KINDS, isObject, type ThingModel, typesOf } from "../wot/thing-model.js";
-import { ValidationError, type ValidationIssue } from "../wot/validation.js";
+import { ValidationError } from "../wot/validation.js";
 import { invalid, ManagerError, notFound } from "./errors.js";
 import type { ManagerStore, StoredSchema } from "./manager-store.js";
 import {
@@ -31,14 +31,10 @@ import {
 } from "./model.js";
 
 /**
- * The DTC inventory (the paper's Table I, first group): DTC Nodes, DT Schemas and DT Packages,
+ * The DTC inventory ([dt-continuum] Table I, first group): DTC Nodes, DT Schemas and DT Packages,
  * kept in the manager's store and described in the directory's inventory graphs, so SPARQL sees
  * schemas, packages and nodes next to the twins' TDs.
  */
-
-const DTC = "https://w3id.org/dtc#";
-const RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type";
-const RDFS_LABEL = "http://www.w3.org/2000/01/rdf-schema#label";
 
 export interface NodeFilter {
   platform?: string;
@@ -172,9 +168,9 @@ export class Inventory {
     const parsed = nodeInput.safeParse(input);
     if (!parsed.success) throw invalid("DTC Node", parsed.error);
     // Before the id check: no await between it and the write, or two registrations could both pass it.
-    if (parsed.data.platform === "docker") await this.#checkDockerEndpoint(parsed.data.endpoint);
+    await this.#checkEndpoint(parsed.data);
     if (!options.replace && this.#store.nodes.get(parsed.data.id)) {
-      throw new ManagerError(409, `a DTC Node with id "${parsed.data.id}" is already registered`);
+      throw new ManagerError("conflict", `a DTC Node with id "${parsed.data.id}" is already registered`);
     }
     const node: DtcNode = {
       ...parsed.data,
@@ -194,13 +190,13 @@ export class Inventory {
   checkBrokerUrl(url: string | undefined): void {
     if (url === undefined) return;
     if (hasCredentials(url)) {
-      throw new ManagerError(400, `brokerUrl: ${BROKER_CREDENTIALS}`, [
+      throw new ManagerError("invalid", `brokerUrl: ${BROKER_CREDENTIALS}`, [
         { field: "brokerUrl", description: BROKER_CREDENTIALS },
       ]);
     }
     const description = this.#hostRefused(urlHost(url));
     if (description !== undefined) {
-      throw new ManagerError(400, `brokerUrl: ${description}`, [{ field: "brokerUrl", description }]);
+      throw new ManagerError("invalid", `brokerUrl: ${description}`, [{ field: "brokerUrl", description }]);
     }
   }
 
@@ -211,27 +207,17 @@ export class Inventory {
     return `host ${host ?? "(none)"} is not in DTC_ALLOWED_OUTBOUND_HOSTS`;
   }
 
-  /** The files a Docker endpoint names, and the hosts it points the gateway at (400 naming each). */
-  async #checkDockerEndpoint(raw: Record<string, unknown> | undefined): Promise<void> {
-    // Its shape was checked with the node: this gives the defaults.
-    const endpoint = parseDockerEndpoint(raw);
-    const issues: ValidationIssue[] = [];
-    const named: { field: string; host: string | undefined }[] = [];
-    if (endpoint.host !== undefined) named.push({ field: "endpoint.host", host: endpoint.host });
-    if (endpoint.publishHost !== undefined) {
-      named.push({ field: "endpoint.publishHost", host: endpoint.publishHost });
-    }
-    if (endpoint.brokerUrl !== undefined) {
-      named.push({ field: "endpoint.brokerUrl", host: urlHost(endpoint.brokerUrl) });
-    }
-    for (const { field, host } of named) {
-      const description = this.#hostRefused(host);
-      if (description !== undefined) issues.push({ field, description });
-    }
-    issues.push(...(await checkEndpointFiles(endpoint)));
+  /** What the node's platform finds wrong with its endpoint: files, hosts it points the gateway at (400 naming each). */
+  async #checkEndpoint(node: {
+    platform: string;
+    endpoint?: Record<string, unknown> | undefined;
+  }): Promise<void> {
+    const check = platformPlugin(node.platform)?.checkEndpoint;
+    if (check === undefined) return;
+    const issues = await check(node.endpoint, (host) => this.#hostRefused(host));
     if (issues.length > 0) {
       throw new ManagerError(
-        400,
+        "invalid",
         `DTC Node: ${issues.map((i) => `${i.field}: ${i.description}`).join("; ")}`,
         issues,
       );
@@ -246,12 +232,12 @@ export class Inventory {
 
   nodes(filter: NodeFilter = {}): DtcNode[] {
     if (filter.platform !== undefined && !(PLATFORMS as readonly string[]).includes(filter.platform)) {
-      throw new ManagerError(400, `platform must be one of ${PLATFORMS.join(", ")}`, [
+      throw new ManagerError("invalid", `platform must be one of ${PLATFORMS.join(", ")}`, [
         { field: "platform", description: `must be one of ${PLATFORMS.join(", ")}` },
       ]);
     }
     if (filter.tier !== undefined && !(TIERS as readonly string[]).includes(filter.tier)) {
-      throw new ManagerError(400, `tier must be one of ${TIERS.join(", ")}`, [
+      throw new ManagerError("invalid", `tier must be one of ${TIERS.join(", ")}`, [
         { field: "tier", description: `must be one of ${TIERS.join(", ")}` },
       ]);
     }
@@ -276,9 +262,12 @@ export class Inventory {
   async removeNode(id: string, instances: number): Promise<void> {
     const node = this.node(id);
     if (node.builtIn)
-      throw new ManagerError(409, `node "${id}" is the gateway's own node and cannot be removed`);
+      throw new ManagerError("conflict", `node "${id}" is the gateway's own node and cannot be removed`);
     if (instances > 0) {
-      throw new ManagerError(409, `node "${id}" has ${instances} instance(s); move or remove them first`);
+      throw new ManagerError(
+        "conflict",
+        `node "${id}" has ${instances} instance(s); move or remove them first`,
+      );
     }
     this.#store.nodes.delete(id);
     await this.#directory.deleteGraph(inventoryGraph(this.nodeIri(id)));
@@ -288,30 +277,30 @@ export class Inventory {
 
   /** Registers a Thing Model as a DT Schema. Its IRI is its `id` when absolute, else {base}/api/schemas/{id}. */
   async registerSchema(model: unknown, options: { id?: string } = {}): Promise<SchemaSummary> {
-    if (!isObject(model)) throw new ManagerError(400, "a DT Schema is a Thing Model: a JSON object");
+    if (!isObject(model)) throw new ManagerError("invalid", "a DT Schema is a Thing Model: a JSON object");
     if (options.id !== undefined && !ID_PATTERN.test(options.id)) {
-      throw new ManagerError(400, "id must be 1-63 lowercase letters, digits, - or _", [
+      throw new ManagerError("invalid", "id must be 1-63 lowercase letters, digits, - or _", [
         { field: "id", description: "must be 1-63 lowercase letters, digits, - or _" },
       ]);
     }
     const own = typeof model.id === "string" && URL.canParse(model.id) ? model.id : undefined;
     const id = options.id ?? (own ? fileSlug(own) : slugOf(String(model.title ?? "")));
     if (this.#store.schemas.get(id))
-      throw new ManagerError(409, `a DT Schema with id "${id}" is already registered`);
+      throw new ManagerError("conflict", `a DT Schema with id "${id}" is already registered`);
     const iri = own ?? `${this.#publicBase()}/api/schemas/${id}`;
     if (this.#registry.has(iri))
-      throw new ManagerError(409, `a DT Schema with IRI ${iri} is already registered`);
+      throw new ManagerError("conflict", `a DT Schema with IRI ${iri} is already registered`);
     try {
       this.#registry.register(iri, model);
     } catch (err) {
-      if (err instanceof ValidationError) throw new ManagerError(400, err.message, err.errors);
+      if (err instanceof ValidationError) throw new ManagerError("invalid", err.message, err.errors);
       throw err;
     }
     // The complete model (tm:extends resolved among registered schemas) must make sense too.
     const issues = await this.#registry.check(iri);
     if (issues.length > 0) {
       this.#registry.delete(iri);
-      throw new ManagerError(400, new ValidationError(`Thing Model ${iri}`, issues).message, issues);
+      throw new ManagerError("invalid", new ValidationError(`Thing Model ${iri}`, issues).message, issues);
     }
     const entry: StoredSchema = {
       summary: this.#summarise(id, iri, model as ThingModel, false, new Date().toISOString()),
@@ -321,7 +310,7 @@ export class Inventory {
     if (window !== undefined && !(window <= MAX_ODTE_WINDOW_S)) {
       this.#registry.delete(iri);
       const description = `must be at most ${MAX_ODTE_WINDOW_S} s (the twin keeps every update of its window)`;
-      throw new ManagerError(400, `Thing Model ${iri}: dtc:fidelity.dtc:odteWindow ${description}`, [
+      throw new ManagerError("invalid", `Thing Model ${iri}: dtc:fidelity.dtc:odteWindow ${description}`, [
         { field: "dtc:fidelity.dtc:odteWindow", description },
       ]);
     }
@@ -368,13 +357,16 @@ export class Inventory {
     const { summary } = this.schema(ref);
     if (summary.builtIn) {
       throw new ManagerError(
-        409,
+        "conflict",
         `DT Schema "${summary.id}" is registered from thing-models/ at every start`,
       );
     }
     const users = this.packages({ schema: summary.iri }).map((p) => p.id);
     if (users.length > 0) {
-      throw new ManagerError(409, `DT Schema "${summary.id}" is used by package(s) ${users.join(", ")}`);
+      throw new ManagerError(
+        "conflict",
+        `DT Schema "${summary.id}" is used by package(s) ${users.join(", ")}`,
+      );
     }
     this.#store.schemas.delete(summary.id);
     this.#registry.delete(summary.iri);
@@ -388,12 +380,12 @@ export class Inventory {
     if (!parsed.success) throw invalid("DT Package", parsed.error);
     const data = parsed.data;
     if (this.#store.packages.get(data.id)) {
-      throw new ManagerError(409, `a DT Package with id "${data.id}" is already registered`);
+      throw new ManagerError("conflict", `a DT Package with id "${data.id}" is already registered`);
     }
     const image = data.artefact.image;
     if (image !== undefined && !imageAllowed(image, this.#outbound.allowedImages)) {
       const description = `image ${image} is not in DTC_ALLOWED_IMAGES`;
-      throw new ManagerError(400, `DT Package: artefact.image: ${description}`, [
+      throw new ManagerError("invalid", `DT Package: artefact.image: ${description}`, [
         { field: "artefact.image", description },
       ]);
     }
@@ -401,7 +393,7 @@ export class Inventory {
     if (data.platform === "in-process") {
       const module = data.artefact.module ?? BUILTIN_TWIN_MODULE;
       if (module !== BUILTIN_TWIN_MODULE) {
-        throw new ManagerError(400, `artefact.module: in-process packages run ${BUILTIN_TWIN_MODULE}`, [
+        throw new ManagerError("invalid", `artefact.module: in-process packages run ${BUILTIN_TWIN_MODULE}`, [
           {
             field: "artefact.module",
             description: `must be "${BUILTIN_TWIN_MODULE}" (the gateway's twin runtime)`,
@@ -420,7 +412,7 @@ export class Inventory {
         description: `is a placeholder of ${schema.id} and needs a parameter`,
       }));
       throw new ManagerError(
-        400,
+        "invalid",
         `DT Package: ${issues.map((i) => `${i.field} ${i.description}`).join("; ")}`,
         issues,
       );
@@ -461,12 +453,12 @@ export class Inventory {
   async removePackage(id: string, instances: number): Promise<void> {
     if (this.package(id).builtIn) {
       throw new ManagerError(
-        409,
+        "conflict",
         `package "${id}" comes with a built-in schema and is registered at every start`,
       );
     }
     if (instances > 0)
-      throw new ManagerError(409, `package "${id}" has ${instances} instance(s); remove them first`);
+      throw new ManagerError("conflict", `package "${id}" has ${instances} instance(s); remove them first`);
     this.#store.packages.delete(id);
     await this.#directory.deleteGraph(inventoryGraph(this.packageIri(id)));
   }
@@ -533,7 +525,7 @@ export class Inventory {
     const subject = this.nodeIri(node.id);
     await this.#putTriples(subject, [
       [RDF_TYPE, `${DTC}Node`],
-      [`${DTC}platform`, `${DTC}${PLATFORM_INDIVIDUAL[node.platform as Platform]}`],
+      [`${DTC}platform`, `${DTC}${platformIndividual(node.platform)}`],
       [`${DTC}tier`, `${DTC}${node.tier[0]?.toUpperCase()}${node.tier.slice(1)}`],
       [RDFS_LABEL, oxigraph.literal(node.id)],
     ]);
@@ -543,7 +535,7 @@ export class Inventory {
     await this.#putTriples(this.packageIri(pkg.id), [
       [RDF_TYPE, `${DTC}DigitalTwinPackage`],
       [`${DTC}schema`, pkg.schema],
-      [`${DTC}platform`, `${DTC}${PLATFORM_INDIVIDUAL[pkg.platform]}`],
+      [`${DTC}platform`, `${DTC}${platformIndividual(pkg.platform)}`],
       [RDFS_LABEL, oxigraph.literal(pkg.id)],
     ]);
   }

@@ -1,28 +1,15 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { type Directory, DirectoryError } from "../directory/directory.js";
-import type { TwinPlacement, TwinStatusPublisher } from "../directory/twin-status.js";
-import { noObservations, UNMEASURED } from "../domain/entanglement.js";
+import type { Directory } from "../directory/directory.js";
+import type { TwinStatusPublisher } from "../directory/twin-status.js";
+import { errorMessage } from "../domain/errors.js";
 import { LIFECYCLE_STATES } from "../domain/lifecycle.js";
+import { TWIN_TD_PREFIX } from "../domain/vocabulary.js";
 import type { Logger } from "../logger.js";
-import {
-  type InstanceHandle,
-  type InstanceSpec,
-  type InstanceStatus,
-  type NodeTarget,
-  PLATFORM_INDIVIDUAL,
-  type PlatformDriver,
-  PlatformError,
-  type Readiness,
-} from "../platforms/driver.js";
-import { AugmentationError } from "../runtime/augmentation.js";
-import type { TwinConfig, TwinState } from "../runtime/twin.js";
-import { TwinStateError } from "../runtime/twin.js";
-import { TwinConflictError, TwinNotFoundError } from "../runtime/twin-runtime.js";
-import { ModelResolutionError } from "../wot/model-registry.js";
+import type { InstanceHandle, InstanceStatus, PlatformDriver, Readiness } from "../platforms/driver.js";
+import type { TwinState } from "../runtime/twin.js";
 import type { JsonObject } from "../wot/rdf.js";
-import type { Link } from "../wot/thing-model.js";
-import { ValidationError } from "../wot/validation.js";
-import { invalid, ManagerError, notFound } from "./errors.js";
+import { asManagerError, invalid, ManagerError, notFound } from "./errors.js";
+import { instanceSpec, resolveConfiguration } from "./instance-spec.js";
 import type { Inventory } from "./inventory.js";
 import type { ManagerStore, StoredSnapshot } from "./manager-store.js";
 import {
@@ -30,36 +17,33 @@ import {
   type DtPackage,
   type InstanceRecord,
   moveInput,
-  parameterProblem,
   placementInput,
   type SnapshotSummary,
   startInput,
 } from "./model.js";
+import { OperationQueue, OperationTimeout, settledWithin } from "./operation-queue.js";
+import { type Candidate, freeOn, misfits, type Resources, rankCandidates } from "./placement.js";
+import { TwinPublication } from "./publication.js";
+import { RECONCILE_NODE_DEADLINE_MS, Reconciler, target } from "./reconciler.js";
+import { fingerprint, type Running, RunningInstances } from "./running.js";
 
 /**
- * The DTC Manager's deployment and management functions (the paper's Table I, second and third
- * groups): starts twins through platform drivers, keeps their TDs and status in the directory,
- * snapshots, restores, moves and clones them, and reconciles what runs with what should run.
- *
- * Desired state (the instance records) is durable; what runs is the drivers' business. After a
- * restart, or when a platform loses a twin, the reconcile loop starts it again from its last saved
- * state, as a Kubernetes controller would. Operations on one instance run one at a time, each for
- * at most the operation timeout; the reconcile loop works on each node apart, with a deadline, so
- * a node that does not answer holds up no other; close() saves what it can within its deadline.
+ * The DTC Manager's deployment and management functions ([dt-continuum] Table I, second and third
+ * groups): starts twins through platform drivers, snapshots, restores, moves and clones them. It
+ * composes the concepts in this folder: pure placement (placement.ts), a keyed operation queue
+ * with timeouts (operation-queue.ts), what runs now (running.ts), the reconciler (reconciler.ts)
+ * and twin publication to the directory (publication.ts). Desired state (the instance records) is
+ * durable; what runs is the drivers' business. Links for HTTP are the API's (src/manager/api.ts).
  */
 
-export const TWIN_TD_PREFIX = "urn:dtc:twin:";
-const DTC = "https://w3id.org/dtc#";
-const JSON_TYPE = "application/json";
-/** Instances the reconcile loop starts at once on one node. */
-const RECONCILE_CONCURRENCY = 8;
+export type { Candidate };
+export { asManagerError, OperationTimeout, RECONCILE_NODE_DEADLINE_MS, TWIN_TD_PREFIX };
+
 /** Longest one operation on an instance holds its queue by default, ms (DTC_OPERATION_TIMEOUT_MS). */
 export const DEFAULT_OPERATION_TIMEOUT_MS = 5 * 60_000;
-/** Longest a reconcile pass waits for one node, ms; the node's work goes on, the next pass skips it. */
-export const RECONCILE_NODE_DEADLINE_MS = 60_000;
 /** Longest close() takes, ms: within `docker stop`'s 10 s grace, states saved first. */
 export const CLOSE_DEADLINE_MS = 8_000;
-/** Most snapshots kept of one instance: the next one is refused (409) until one is removed. */
+/** Most snapshots kept of one instance: the next one is refused (conflict) until one is removed. */
 export const MAX_SNAPSHOTS_PER_INSTANCE = 100;
 
 export interface ManagerOptions {
@@ -68,7 +52,6 @@ export interface ManagerOptions {
   drivers: PlatformDriver[];
   directory: Directory;
   twinStatus: TwinStatusPublisher;
-  publicBase: () => string;
   /** Declares the gateway's security in the twins' TDs (src/security/td-security.ts); default: as is. */
   secureTd?: (td: JsonObject) => JsonObject;
   /** How often desired and actual state are compared, ms (default 10,000). */
@@ -89,55 +72,24 @@ export interface InstanceView extends InstanceRecord {
   entanglement?: InstanceStatus["entanglement"];
   /** Why it is not running as it should (a failed start, a platform failure). */
   failed?: string;
-  links: { self: string; twin: string; description: string };
   /** The DT Description as published (on single-instance answers). */
   td?: JsonObject;
 }
 
-export interface Candidate {
-  node: DtcNode;
-  fits: boolean;
-  reasons: string[];
-  free: { cpu: number; memory: number; gpu: number };
-}
-
-interface Running {
-  handle: InstanceHandle;
-  unlisten: () => void;
-  failed?: string;
-  /** What the last checkpoint saved, to skip twins that did not change. */
-  savedFingerprint?: string;
-}
-
-const fingerprint = (state: TwinState) =>
-  [
-    state.lastUpdate?.committedAt,
-    state.lifecycle.state,
-    state.lifecycle.history.length,
-    state.history.events.length,
-    state.augmentations.length,
-  ].join("/");
+/** Where a stored state goes in the one creation path: saved with the record, after the start, or not at all. */
+type SaveState = "before" | "after" | "never";
 
 export class DtcManager {
   readonly #store: ManagerStore;
   readonly #inventory: Inventory;
   readonly #drivers: Map<string, PlatformDriver>;
-  readonly #directory: Directory;
-  readonly #twinStatus: TwinStatusPublisher;
-  readonly #publicBase: () => string;
-  readonly #secureTd: (td: JsonObject) => JsonObject;
   readonly #logger: Logger | undefined;
   readonly #options: ManagerOptions;
-  readonly #running = new Map<string, Running>();
-  /** Why an instance could not be started, or its last operation was given up (cleared once it runs). */
-  readonly #startFailures = new Map<string, string>();
-  /** The tail of each instance's operation queue. */
-  readonly #queues = new Map<string, Promise<unknown>>();
-  /** Nodes whose reconcile work went past its deadline and goes on: passes skip them until done. */
-  readonly #busyNodes = new Set<string>();
-  readonly #operationTimeoutMs: number;
+  readonly #running = new RunningInstances();
+  readonly #queue: OperationQueue;
+  readonly #reconciler: Reconciler;
+  readonly #publication: TwinPublication;
   #timers: NodeJS.Timeout[] = [];
-  #reconciling: Promise<void> | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
 
@@ -146,12 +98,36 @@ export class DtcManager {
     this.#store = options.store;
     this.#inventory = options.inventory;
     this.#drivers = new Map(options.drivers.map((d) => [d.platform, d]));
-    this.#directory = options.directory;
-    this.#twinStatus = options.twinStatus;
-    this.#publicBase = options.publicBase;
-    this.#secureTd = options.secureTd ?? ((td) => td);
     this.#logger = options.logger;
-    this.#operationTimeoutMs = options.operationTimeoutMs ?? DEFAULT_OPERATION_TIMEOUT_MS;
+    this.#queue = new OperationQueue({
+      timeoutMs: options.operationTimeoutMs ?? DEFAULT_OPERATION_TIMEOUT_MS,
+      onTimeout: (id, timeout) => {
+        if (!this.#running.healthy(id)) this.#running.notRunning(id, timeout.message);
+      },
+      ...(options.logger ? { logger: options.logger } : {}),
+    });
+    this.#publication = new TwinPublication({
+      directory: options.directory,
+      twinStatus: options.twinStatus,
+      iris: this.#inventory,
+      ...(options.secureTd ? { secureTd: options.secureTd } : {}),
+    });
+    this.#reconciler = new Reconciler({
+      store: this.#store,
+      inventory: this.#inventory,
+      running: this.#running,
+      queue: this.#queue,
+      driverOf: (platform) => this.#drivers.get(platform),
+      readiness: (node) => this.readiness(node),
+      launch: (record, state, signal) => this.#launch(record, state, signal),
+      recordTerminal: (id, reason) => {
+        const current = this.#store.instances.get(id);
+        if (current) this.#save(current, { gaveUp: { reason, at: new Date().toISOString() } });
+      },
+      isClosed: () => this.#closed,
+      ...(options.reconcileDeadlineMs !== undefined ? { deadlineMs: options.reconcileDeadlineMs } : {}),
+      ...(options.logger ? { logger: options.logger } : {}),
+    });
   }
 
   get inventory(): Inventory {
@@ -189,7 +165,7 @@ export class DtcManager {
     try {
       return await driver.ready(target(node));
     } catch (err) {
-      return { ready: false, reason: (err as Error).message };
+      return { ready: false, reason: errorMessage(err) };
     }
   }
 
@@ -214,18 +190,10 @@ export class DtcManager {
   }
 
   /** CPU, memory and GPUs of `node` not taken by the requirements of the instances on it. */
-  free(node: DtcNode, except?: string): Candidate["free"] {
-    const free = { cpu: node.capabilities.cpu, memory: node.capabilities.memory, gpu: node.capabilities.gpu };
+  free(node: DtcNode, except?: string): Resources {
     const packages = new Map<string, DtPackage["requirements"]>();
     for (const pkg of this.#store.packages.peek()) packages.set(pkg.id, pkg.requirements);
-    for (const record of this.#store.instances.peek()) {
-      if (record.node !== node.id || record.id === except) continue;
-      const req = packages.get(record.package) ?? {};
-      free.cpu -= req.cpu ?? 0;
-      free.memory -= req.memory ?? 0;
-      free.gpu -= req.gpu ?? 0;
-    }
-    return free;
+    return freeOn(node, this.#store.instances.peek(), (id) => packages.get(id), except);
   }
 
   /**
@@ -233,28 +201,13 @@ export class DtcManager {
    * do not count (it is the one being placed); `timeliness`: the instance's own Td, when it has one.
    */
   async misfits(pkg: DtPackage, node: DtcNode, except?: string, timeliness?: number): Promise<string[]> {
-    const reasons: string[] = [];
-    if (node.platform !== pkg.platform) {
-      reasons.push(`node "${node.id}" runs ${node.platform}; package "${pkg.id}" is for ${pkg.platform}`);
-    }
-    const readiness = await this.readiness(node);
-    if (!readiness.ready) reasons.push(`node "${node.id}" is not ready: ${readiness.reason}`);
-    const free = this.free(node, except);
-    const req = pkg.requirements;
-    if ((req.cpu ?? 0) > free.cpu)
-      reasons.push(`needs ${req.cpu} CPU, node "${node.id}" has ${round(free.cpu)} free`);
-    if ((req.memory ?? 0) > free.memory) {
-      reasons.push(`needs ${req.memory} MiB of memory, node "${node.id}" has ${round(free.memory)} MiB free`);
-    }
-    if ((req.gpu ?? 0) > free.gpu)
-      reasons.push(`needs ${req.gpu} GPU, node "${node.id}" has ${free.gpu} free`);
-    const td = timeliness ?? this.#inventory.schema(pkg.schema).summary.fidelity?.desiredTimeliness;
-    if (td !== undefined && node.latencyMs > td) {
-      reasons.push(
-        `node "${node.id}" is ${node.latencyMs} ms from the physical side, more than the schema's desired timeliness (${td} ms)`,
-      );
-    }
-    return reasons;
+    return misfits({
+      pkg,
+      node,
+      readiness: await this.readiness(node),
+      free: this.free(node, except),
+      timeliness: timeliness ?? this.#inventory.schema(pkg.schema).summary.fidelity?.desiredTimeliness,
+    });
   }
 
   /** The nodes a package can be started on, best first (lowest latency); `all` adds the others with why not. */
@@ -266,7 +219,7 @@ export class DtcManager {
       if (reasons.length === 0 || options.all)
         out.push({ node, fits: reasons.length === 0, reasons, free: this.free(node) });
     }
-    return out.sort((a, b) => Number(b.fits) - Number(a.fits) || a.node.latencyMs - b.node.latencyMs);
+    return rankCandidates(out);
   }
 
   // ---- deployment
@@ -282,7 +235,7 @@ export class DtcManager {
     const configuration = resolveConfiguration(pkg, request.configuration);
     const id = request.id ?? this.#newId(pkg.id);
     const starting = this.#serial(id, `starting instance "${id}" on node "${node.id}"`, async (signal) => {
-      if (this.#store.instances.get(id)) throw new ManagerError(409, `an instance with id "${id}" exists`);
+      this.#mustBeFree(id);
       await this.#checkFit(pkg, node, undefined, request.fidelity?.desiredTimeliness);
       signal.throwIfAborted();
       const now = new Date().toISOString();
@@ -299,15 +252,7 @@ export class DtcManager {
         createdAt: now,
         updatedAt: now,
       };
-      // Desired state first: if the gateway dies mid-start, the reconcile loop finishes the job.
-      this.#store.instances.put(id, record);
-      try {
-        await this.#launch(record, undefined, signal);
-      } catch (err) {
-        // Given up (timed out): the record stays, as after a crash mid-start.
-        if (!signal.aborted) this.#store.instances.delete(id);
-        throw err;
-      }
+      await this.#create(record, undefined, "never", signal);
       return this.#view(record, { td: true });
     });
     return starting.catch((err: unknown) => {
@@ -327,7 +272,7 @@ export class DtcManager {
       const running = this.#runningOf(record);
       await running.handle.stop();
       this.#save(record, { desired: "stopped" });
-      await this.#saveState(id, running);
+      await this.#reconciler.saveState(id, running);
       return this.#view(record, { td: true });
     });
   }
@@ -337,9 +282,9 @@ export class DtcManager {
     return this.#serial(id, `starting instance "${id}" again`, async () => {
       const record = this.#record(id);
       const running = this.#runningOf(record);
-      if (running.handle.status().lifecycle !== "Done") {
-        throw new ManagerError(409, `instance "${id}" is ${running.handle.status().lifecycle}, not stopped`);
-      }
+      const lifecycle = running.handle.status().lifecycle;
+      if (lifecycle !== "Done")
+        throw new ManagerError("conflict", `instance "${id}" is ${lifecycle}, not stopped`);
       await running.handle.resume();
       this.#save(record, { desired: "running" });
       return this.#view(record, { td: true });
@@ -364,13 +309,9 @@ export class DtcManager {
   async remove(id: string): Promise<void> {
     await this.#serial(id, `removing instance "${id}"`, async () => {
       this.#record(id);
-      await this.#unpublish(id);
-      const running = this.#running.get(id);
-      if (running) {
-        running.unlisten();
-        this.#running.delete(id);
-        await running.handle.remove();
-      }
+      await this.#publication.unpublish(id);
+      const running = this.#running.forget(id);
+      if (running) await running.handle.remove();
       this.#store.transaction(() => {
         this.#store.instances.delete(id);
         this.#store.states.delete(id);
@@ -378,7 +319,8 @@ export class DtcManager {
           if (snapshot.instance === id) this.#store.snapshots.delete(snapshot.id);
         }
       });
-      this.#startFailures.delete(id);
+      this.#running.clearWhyNot(id);
+      this.#reconciler.forget(id);
     });
   }
 
@@ -387,10 +329,10 @@ export class DtcManager {
   instances(
     filter: { schema?: string; node?: string; state?: string; package?: string } = {},
   ): InstanceView[] {
-    if (filter.state !== undefined && ![...LIFECYCLE_STATES, "NotRunning"].includes(filter.state)) {
-      throw new ManagerError(400, `state must be one of ${[...LIFECYCLE_STATES, "NotRunning"].join(", ")}`, [
-        { field: "state", description: `must be one of ${[...LIFECYCLE_STATES, "NotRunning"].join(", ")}` },
-      ]);
+    const states = [...LIFECYCLE_STATES, "NotRunning"];
+    if (filter.state !== undefined && !states.includes(filter.state)) {
+      const description = `must be one of ${states.join(", ")}`;
+      throw new ManagerError("invalid", `state ${description}`, [{ field: "state", description }]);
     }
     const schemaIri =
       filter.schema === undefined
@@ -420,7 +362,7 @@ export class DtcManager {
       const kept = this.#store.snapshotCount(id);
       if (kept >= MAX_SNAPSHOTS_PER_INSTANCE) {
         throw new ManagerError(
-          409,
+          "conflict",
           `instance "${id}" has ${kept} snapshots, the most kept per instance (${MAX_SNAPSHOTS_PER_INSTANCE}): remove one first (DELETE /api/snapshots/{id})`,
         );
       }
@@ -477,8 +419,9 @@ export class DtcManager {
       await this.#checkFit(pkg, node, id, snapshot.record.fidelity?.desiredTimeliness);
       signal.throwIfAborted();
       const now = new Date().toISOString();
+      const { gaveUp: _, ...recorded } = structuredClone(snapshot.record);
       const record: InstanceRecord = {
-        ...structuredClone(snapshot.record),
+        ...recorded,
         id,
         package: pkg.id,
         node: node.id,
@@ -489,22 +432,10 @@ export class DtcManager {
         origin: { restoredFrom: snapshotId },
         failures: existing?.failures,
       };
-      const previous = this.#running.get(id);
-      if (previous) {
-        previous.unlisten();
-        await previous.handle.remove({ handover: true });
-        this.#running.delete(id);
-      }
-      this.#store.instances.put(id, record);
-      try {
-        await this.#launch(record, snapshot.state, signal);
-      } catch (err) {
-        if (signal.aborted) throw err;
-        if (existing) this.#store.instances.put(id, existing);
-        else this.#store.instances.delete(id);
-        throw err;
-      }
-      this.#store.states.put(id, snapshot.state);
+      const previous = this.#running.forget(id);
+      if (previous) await previous.handle.remove({ handover: true });
+      this.#reconciler.forget(id);
+      await this.#create(record, snapshot.state, "after", signal, existing);
       return { view: this.#view(record, { td: true }), created: existing === undefined };
     });
   }
@@ -526,7 +457,7 @@ export class DtcManager {
       const record = this.#record(id);
       const source = this.#runningOf(record);
       if (record.node === node.id)
-        throw new ManagerError(409, `instance "${id}" already runs on node "${node.id}"`);
+        throw new ManagerError("conflict", `instance "${id}" already runs on node "${node.id}"`);
       const pkg = this.#packageFor(record, node);
       await this.#checkFit(pkg, node, id, record.fidelity?.desiredTimeliness);
       signal.throwIfAborted();
@@ -542,23 +473,27 @@ export class DtcManager {
       };
       let handle: InstanceHandle;
       try {
-        handle = await this.#driver(node).start(this.#spec(moved, pkg, node, state));
+        handle = await this.#driver(node).start(instanceSpec(moved, pkg, node, state));
       } catch (err) {
         throw asManagerError(err);
       }
       if (signal.aborted) {
-        await handle.remove({ handover: true }).catch(() => undefined);
+        await handle
+          .remove({ handover: true })
+          .catch((err) =>
+            this.#logger?.debug({ err, instance: id }, "removing a given-up move's target failed"),
+          );
         throw signal.reason;
       }
       source.unlisten();
-      this.#adopt(moved, handle, fingerprint(state));
+      this.#follow(moved, handle, fingerprint(state));
       this.#store.instances.put(id, moved);
       try {
         await source.handle.remove({ handover: true });
       } catch (err) {
         this.#logger?.warn({ err, instance: id }, "removing the source of a move failed");
       }
-      await this.#publish(moved, handle);
+      await this.#publication.publish(moved, handle);
       return this.#view(moved, { td: true });
     });
   }
@@ -575,14 +510,14 @@ export class DtcManager {
       this.#runningOf(source).handle.exportState(),
     );
     return this.#serial(cloneId, `cloning instance "${id}" as "${cloneId}"`, async (signal) => {
-      if (this.#store.instances.get(cloneId))
-        throw new ManagerError(409, `an instance with id "${cloneId}" exists`);
+      this.#mustBeFree(cloneId);
       const pkg = this.#packageFor(source, node);
       await this.#checkFit(pkg, node, undefined, source.fidelity?.desiredTimeliness);
       signal.throwIfAborted();
       const now = new Date().toISOString();
+      const { gaveUp: _, ...recorded } = structuredClone(source);
       const record: InstanceRecord = {
-        ...structuredClone(source),
+        ...recorded,
         id: cloneId,
         package: pkg.id,
         node: node.id,
@@ -594,21 +529,7 @@ export class DtcManager {
         failures: undefined,
       };
       // With its state: a crash mid-start brings the clone back as it was cloned.
-      this.#store.transaction(() => {
-        this.#store.instances.put(cloneId, record);
-        this.#store.states.put(cloneId, state);
-      });
-      try {
-        await this.#launch(record, state, signal);
-      } catch (err) {
-        if (!signal.aborted) {
-          this.#store.transaction(() => {
-            this.#store.instances.delete(cloneId);
-            this.#store.states.delete(cloneId);
-          });
-        }
-        throw err;
-      }
+      await this.#create(record, state, "before", signal);
       return this.#view(record, { td: true });
     });
   }
@@ -616,158 +537,16 @@ export class DtcManager {
   // ---- desired vs actual
 
   /**
-   * Starts every instance that should run and does not (after a restart, or lost by its platform),
-   * from its last saved state, and removes what platforms run that no instance accounts for. Each
-   * node on its own: one whose engine does not answer is reported, and the others go on.
+   * Starts every instance that should run and does not, and removes what platforms run that no
+   * instance accounts for (the reconciler, reconciler.ts).
    */
   reconcile(): Promise<void> {
-    if (this.#closed) return Promise.resolve();
-    this.#reconciling ??= this.#reconcileOnce().finally(() => {
-      this.#reconciling = undefined;
-    });
-    return this.#reconciling;
-  }
-
-  async #reconcileOnce(): Promise<void> {
-    const due = new Map<string, InstanceRecord[]>();
-    for (const record of this.#store.instances.all()) {
-      const running = this.#running.get(record.id);
-      if (running && running.failed === undefined) continue;
-      due.set(record.node, [...(due.get(record.node) ?? []), record]);
-    }
-    const nodes = new Set([...this.#inventory.nodes().map((n) => n.id), ...due.keys()]);
-    await Promise.all([...nodes].map((node) => this.#reconcileNode(node, due.get(node) ?? [])));
-  }
-
-  /** One node's share of a pass, waited for until the deadline; past it the pass goes on without it. */
-  async #reconcileNode(nodeId: string, due: InstanceRecord[]): Promise<void> {
-    if (this.#busyNodes.has(nodeId)) {
-      this.#logger?.warn({ node: nodeId }, "reconcile skips the node: its previous pass is not done");
-      return;
-    }
-    this.#busyNodes.add(nodeId);
-    const work = this.#reconcileNodeWork(nodeId, due)
-      .catch((err) => this.#logger?.warn({ err, node: nodeId }, "reconciling the node failed"))
-      .finally(() => this.#busyNodes.delete(nodeId));
-    const deadlineMs = this.#options.reconcileDeadlineMs ?? RECONCILE_NODE_DEADLINE_MS;
-    if ((await settledWithin(work, deadlineMs)) === "late") {
-      this.#logger?.warn(
-        { node: nodeId, deadlineMs },
-        "reconciling the node takes longer than its deadline; the pass goes on without it",
-      );
-    }
-  }
-
-  async #reconcileNodeWork(nodeId: string, due: InstanceRecord[]): Promise<void> {
-    const node = this.#store.nodes.get(nodeId);
-    if (!node) {
-      for (const record of due) this.#startFailures.set(record.id, `node "${nodeId}" is not registered`);
-      return;
-    }
-    if (due.length > 0) {
-      // One question to the node, not one time-out per instance on a node that does not answer.
-      const readiness = await this.readiness(node);
-      if (!readiness.ready) {
-        const why = `node "${nodeId}" is not ready: ${readiness.reason}`;
-        for (const record of due) this.#startFailures.set(record.id, why);
-        this.#logger?.warn({ node: nodeId, instances: due.length, reason: readiness.reason }, why);
-        return;
-      }
-      // A few at a time: after a restart, a thousand instances one by one would take ten seconds.
-      const queue = [...due];
-      const workers = Array.from({ length: Math.min(RECONCILE_CONCURRENCY, queue.length) }, async () => {
-        for (let record = queue.shift(); record !== undefined; record = queue.shift()) {
-          if (this.#closed) return;
-          await this.#reconcileInstance(record).catch(() => undefined);
-        }
-      });
-      await Promise.all(workers);
-    }
-    await this.#removeOrphans(node);
-  }
-
-  #reconcileInstance(record: InstanceRecord): Promise<void> {
-    return this.#serial(
-      record.id,
-      `starting instance "${record.id}" on node "${record.node}"`,
-      async (signal) => {
-        const current = this.#store.instances.get(record.id);
-        if (!current || this.#closed) return;
-        const stale = this.#running.get(record.id);
-        if (stale && stale.failed === undefined) return;
-        try {
-          if (stale) {
-            stale.unlisten();
-            this.#running.delete(record.id);
-            await stale.handle.remove().catch(() => undefined);
-          }
-          const saved = this.#store.states.get(current.id);
-          // Lost by its platform, the time it did not run counts against it (the runtime says the PT
-          // was unreachable). Not run since the gateway started: the gateway was down, not the twin.
-          const state = saved && !stale ? withFreshWindow(saved) : saved;
-          await this.#launch(current, state, signal);
-          this.#startFailures.delete(current.id);
-          this.#logger?.info({ instance: current.id, node: current.node }, "instance started by reconcile");
-        } catch (err) {
-          if (signal.aborted) return;
-          this.#startFailures.set(current.id, (err as Error).message);
-          this.#logger?.warn({ err, instance: current.id }, "reconcile could not start the instance");
-        }
-      },
-    );
-  }
-
-  async #removeOrphans(node: DtcNode): Promise<void> {
-    const driver = this.#drivers.get(node.platform);
-    if (!driver || this.#closed) return;
-    const ids = await driver.running(target(node)).catch(() => [] as string[]);
-    for (const id of ids) {
-      if (this.#owns(id, node.id)) continue;
-      // In the instance's queue: a move or restore to this node may be starting it right now.
-      await this.#serial(id, `removing orphan "${id}" from node "${node.id}"`, async () => {
-        if (this.#closed || this.#owns(id, node.id)) return;
-        this.#logger?.warn({ instance: id, node: node.id }, "removing an orphaned instance");
-        await driver.removeOrphan(target(node), id);
-      }).catch((err) => this.#logger?.warn({ err }, "orphan removal failed"));
-    }
-  }
-
-  /** Whether instance `id` belongs on `nodeId`: it runs there, or its record puts it there. */
-  #owns(id: string, nodeId: string): boolean {
-    const record = this.#store.instances.get(id);
-    if (!record) return false;
-    return this.#running.get(id)?.handle.node === nodeId || record.node === nodeId;
+    return this.#reconciler.reconcile();
   }
 
   /** Saves the state of every running twin that changed since its last save. */
   checkpoint(): Promise<void> {
-    return this.#saveStates(() => this.#closed);
-  }
-
-  /**
-   * Saves running twins' states that changed, node by node in parallel (a node whose twins do not
-   * answer holds up no other), one twin at a time on each, until `stop` says so.
-   */
-  async #saveStates(stop: () => boolean): Promise<void> {
-    const byNode = new Map<string, [string, Running][]>();
-    for (const entry of this.#running) {
-      const node = entry[1].handle.node;
-      byNode.set(node, [...(byNode.get(node) ?? []), entry]);
-    }
-    await Promise.all(
-      [...byNode.values()].map(async (entries) => {
-        let done = 0;
-        for (const [id, running] of entries) {
-          if (stop()) return;
-          // Exports and commits are synchronous: give the event loop (telemetry, requests) a turn now
-          // and then, or a thousand twins would hold it for a third of a second.
-          if (++done % 4 === 0) await new Promise((resolve) => setImmediate(resolve));
-          await this.#serial(id, `saving the state of instance "${id}"`, () =>
-            this.#saveState(id, running),
-          ).catch((err) => this.#logger?.warn({ err, instance: id }, "saving the instance's state failed"));
-        }
-      }),
-    );
+    return this.#reconciler.saveStates(() => this.#closed);
   }
 
   /**
@@ -788,7 +567,7 @@ export class DtcManager {
     this.#closed = true;
     if (
       (await settledWithin(
-        this.#saveStates(() => false),
+        this.#reconciler.saveStates(() => false),
         left(),
       )) === "late"
     ) {
@@ -796,8 +575,7 @@ export class DtcManager {
         "closing: not every twin's state could be saved in time; they keep their last checkpoint",
       );
     }
-    await settledWithin(Promise.allSettled([...this.#queues.values()]), left());
-    for (const running of this.#running.values()) running.unlisten();
+    await settledWithin(this.#queue.idle(), left());
     this.#running.clear();
     for (const driver of this.#drivers.values()) {
       const closing = driver.close().catch((err) => this.#logger?.warn({ err }, "closing a driver failed"));
@@ -809,41 +587,48 @@ export class DtcManager {
 
   // ---- internals
 
-  /**
-   * Runs `operation` (`what` names it in errors) on instance `id` after those before it: one at a
-   * time per instance, each for at most the operation timeout. Past it the caller gets a 504, the
-   * failure is recorded, and the queue goes on; `signal` tells the given-up operation, which must
-   * then leave the instance alone (the manager checks it before its own writes).
-   */
+  /** Runs `operation` on instance `id` in its queue (one at a time, each within the operation timeout). */
   #serial<T>(id: string, what: string, operation: (signal: AbortSignal) => Promise<T>): Promise<T> {
-    const previous = this.#queues.get(id) ?? Promise.resolve();
-    const next = previous.catch(() => undefined).then(() => this.#timed(id, what, operation));
-    const tail = next.catch(() => undefined);
-    this.#queues.set(id, tail);
-    void tail.then(() => {
-      if (this.#queues.get(id) === tail) this.#queues.delete(id);
-    });
-    return next;
+    return this.#queue.run(id, what, operation);
   }
 
-  #timed<T>(id: string, what: string, operation: (signal: AbortSignal) => Promise<T>): Promise<T> {
-    const controller = new AbortController();
-    const ms = this.#operationTimeoutMs;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        const timeout = new OperationTimeout(`${what} did not finish within ${ms} ms`);
-        controller.abort(timeout);
-        this.#logger?.warn({ instance: id, timeoutMs: ms }, timeout.message);
-        const running = this.#running.get(id);
-        if (!running || running.failed !== undefined) this.#startFailures.set(id, timeout.message);
-        reject(timeout);
-      }, ms);
-      timer.unref();
-      Promise.resolve()
-        .then(() => operation(controller.signal))
-        .then(resolve, reject)
-        .finally(() => clearTimeout(timer));
+  /**
+   * The one way an instance comes to run (start, restore, clone): its record made durable (with its
+   * state when `saveState` is "before"), the twin launched, and on a failure everything put back as
+   * it was (`previous`: the record it replaces). Given up meanwhile (`signal`), the record stays, as
+   * after a crash mid-start, and the reconciler finishes the job.
+   */
+  async #create(
+    record: InstanceRecord,
+    state: TwinState | undefined,
+    saveState: SaveState,
+    signal: AbortSignal,
+    previous?: InstanceRecord,
+  ): Promise<void> {
+    const withState = state !== undefined && saveState === "before";
+    // Desired state first: if the gateway dies mid-start, the reconcile loop finishes the job.
+    this.#store.transaction(() => {
+      this.#store.instances.put(record.id, record);
+      if (withState) this.#store.states.put(record.id, state);
     });
+    try {
+      await this.#launch(record, state, signal);
+    } catch (err) {
+      if (!signal.aborted) {
+        this.#store.transaction(() => {
+          if (previous) this.#store.instances.put(record.id, previous);
+          else this.#store.instances.delete(record.id);
+          if (withState && !previous) this.#store.states.delete(record.id);
+        });
+      }
+      throw err;
+    }
+    if (state !== undefined && saveState === "after") this.#store.states.put(record.id, state);
+  }
+
+  #mustBeFree(id: string): void {
+    if (this.#store.instances.get(id))
+      throw new ManagerError("conflict", `an instance with id "${id}" exists`);
   }
 
   #record(id: string): InstanceRecord {
@@ -853,10 +638,13 @@ export class DtcManager {
   }
 
   #runningOf(record: InstanceRecord): Running {
-    const running = this.#running.get(record.id);
-    if (!running || running.failed !== undefined) {
-      const why = running?.failed ?? this.#startFailures.get(record.id) ?? "it is being started";
-      throw new ManagerError(409, `instance "${record.id}" is not running on node "${record.node}": ${why}`);
+    const running = this.#running.healthy(record.id);
+    if (!running) {
+      const why = this.#running.whyNot(record.id) ?? "it is being started";
+      throw new ManagerError(
+        "conflict",
+        `instance "${record.id}" is not running on node "${record.node}": ${why}`,
+      );
     }
     return running;
   }
@@ -866,29 +654,21 @@ export class DtcManager {
     this.#store.instances.put(record.id, record);
   }
 
-  async #saveState(id: string, running: Running): Promise<void> {
-    if (this.#running.get(id) !== running || running.failed !== undefined) return;
-    const state = await running.handle.exportState();
-    const print = fingerprint(state);
-    if (print === running.savedFingerprint) return;
-    this.#store.states.put(id, state);
-    running.savedFingerprint = print;
-  }
-
   #driver(node: DtcNode): PlatformDriver {
     const driver = this.#drivers.get(node.platform);
     if (!driver)
-      throw new ManagerError(409, `this gateway has no ${node.platform} driver for node "${node.id}"`);
+      throw new ManagerError("conflict", `this gateway has no ${node.platform} driver for node "${node.id}"`);
     return driver;
   }
 
   async #checkFit(pkg: DtPackage, node: DtcNode, except?: string, timeliness?: number): Promise<void> {
     const reasons = await this.misfits(pkg, node, except, timeliness);
-    if (reasons.length > 0)
+    if (reasons.length > 0) {
       throw new ManagerError(
-        409,
+        "conflict",
         `package "${pkg.id}" cannot run on node "${node.id}": ${reasons.join("; ")}`,
       );
+    }
   }
 
   /** The instance's package, or (on another platform) the first package of its schema for the node's platform. */
@@ -897,10 +677,14 @@ export class DtcManager {
     if (own && own.platform === node.platform) return own;
     const other = this.#inventory.packages({ schema: record.schema, platform: node.platform })[0];
     if (other) return other;
-    if (!own)
-      throw new ManagerError(409, `package "${record.package}" of instance "${record.id}" no longer exists`);
+    if (!own) {
+      throw new ManagerError(
+        "conflict",
+        `package "${record.package}" of instance "${record.id}" no longer exists`,
+      );
+    }
     throw new ManagerError(
-      409,
+      "conflict",
       `no package of schema ${record.schema} runs on ${node.platform} (node "${node.id}")`,
     );
   }
@@ -912,38 +696,16 @@ export class DtcManager {
     }
   }
 
-  #spec(record: InstanceRecord, pkg: DtPackage, node: DtcNode, state?: TwinState): InstanceSpec {
-    const twin: TwinConfig = {
-      id: record.id,
-      schema: record.schema,
-      placeholders: record.configuration,
-      ...(record.brokerUrl ? { brokerUrl: record.brokerUrl } : {}),
-      ...(record.fidelity ? { fidelity: record.fidelity } : {}),
-      ...(pkg.shadowing ? { shadowing: pkg.shadowing } : {}),
-      ...(pkg.historyLimit ? { historyLimit: pkg.historyLimit } : {}),
-    };
-    return {
-      id: record.id,
-      node: target(node),
-      package: pkg.id,
-      artefact: pkg.artefact,
-      requirements: pkg.requirements,
-      twin,
-      augmentations: pkg.augmentations,
-      ...(state ? { state } : {}),
-    };
-  }
-
   /**
-   * Starts (or adopts) the instance of `record` through its node's driver and publishes it. Given
-   * up meanwhile (`signal`), it leaves no twin behind: one it started is removed again.
+   * Starts (or adopts) the instance of `record` through its node's driver, follows and publishes
+   * it. Given up meanwhile (`signal`), it leaves no twin behind: one it started is removed again.
    */
   async #launch(record: InstanceRecord, state: TwinState | undefined, signal: AbortSignal): Promise<void> {
     const node = this.#inventory.node(record.node);
     const pkg = this.#store.packages.get(record.package);
-    if (!pkg) throw new ManagerError(409, `package "${record.package}" no longer exists`);
+    if (!pkg) throw new ManagerError("notFound", `package "${record.package}" no longer exists`);
     const driver = this.#driver(node);
-    const spec = this.#spec(record, pkg, node, state);
+    const spec = instanceSpec(record, pkg, node, state);
     let handle: InstanceHandle | undefined;
     let adopted = false;
     try {
@@ -954,15 +716,22 @@ export class DtcManager {
       throw asManagerError(err);
     }
     // An adopted container is the instance's own: the next attempt adopts it again.
-    if (signal.aborted && !adopted) await handle.remove().catch(() => undefined);
+    if (signal.aborted && !adopted) {
+      await handle
+        .remove()
+        .catch((err) =>
+          this.#logger?.debug({ err, instance: record.id }, "removing a given-up start's twin failed"),
+        );
+    }
     signal.throwIfAborted();
     if (record.desired === "stopped" && handle.status().lifecycle !== "Done") await handle.stop();
-    this.#adopt(record, handle, state && fingerprint(state));
-    await this.#publish(record, handle);
+    this.#follow(record, handle, state && fingerprint(state));
+    if (record.gaveUp !== undefined) this.#save(record, { gaveUp: undefined });
+    await this.#publication.publish(record, handle);
   }
 
   /** Follows a started instance; `savedFingerprint`: that of the saved state it started from. */
-  #adopt(record: InstanceRecord, handle: InstanceHandle, savedFingerprint?: string): void {
+  #follow(record: InstanceRecord, handle: InstanceHandle, savedFingerprint?: string): void {
     const running: Running = { handle, unlisten: () => {}, savedFingerprint };
     running.unlisten = handle.onStatus({
       failed: (reason) => {
@@ -982,106 +751,19 @@ export class DtcManager {
     this.#running.set(record.id, running);
   }
 
-  /** The TD with its placement links (schema, package, node, platform), as the directory has it. */
-  #description(record: InstanceRecord, handle: InstanceHandle): JsonObject {
-    const td = this.#secureTd(structuredClone(handle.description()));
-    const links = ((td.links as Link[] | undefined) ?? []).filter((l) => !String(l.rel).startsWith(DTC));
-    links.push(
-      { rel: `${DTC}package`, href: this.#inventory.packageIri(record.package), type: JSON_TYPE },
-      { rel: `${DTC}node`, href: this.#inventory.nodeIri(record.node), type: JSON_TYPE },
-      { rel: `${DTC}platform`, href: `${DTC}${PLATFORM_INDIVIDUAL[record.platform]}` },
-    );
-    td.links = links;
-    return td;
-  }
-
-  async #publish(record: InstanceRecord, handle: InstanceHandle): Promise<void> {
-    const td = this.#description(record, handle);
-    const tdId = td.id as string;
-    await this.#directory.put(tdId, td);
-    const placement: TwinPlacement = {
-      node: this.#inventory.nodeIri(record.node),
-      package: this.#inventory.packageIri(record.package),
-      platform: PLATFORM_INDIVIDUAL[record.platform],
-    };
-    await this.#twinStatus.watch(handle, tdId, placement);
-  }
-
-  async #unpublish(id: string): Promise<void> {
-    const tdId = `${TWIN_TD_PREFIX}${id}`;
-    await this.#twinStatus.unwatch(tdId);
-    await this.#directory.delete(tdId).catch((err) => {
-      if (!(err instanceof DirectoryError && err.status === 404)) throw err;
-    });
-  }
-
   #view(record: InstanceRecord, options: { td?: boolean } = {}): InstanceView {
     const running = this.#running.get(record.id);
     const status = running?.handle.status();
-    const base = this.#publicBase();
-    const failed = running?.failed ?? this.#startFailures.get(record.id);
+    const failed = this.#running.whyNot(record.id);
     return {
       ...record,
       lifecycle: status && running?.failed === undefined ? status.lifecycle : "NotRunning",
       ...(status?.entanglement ? { entanglement: status.entanglement } : {}),
       ...(failed !== undefined ? { failed } : {}),
-      links: {
-        self: `${base}/api/instances/${record.id}`,
-        twin: `${base}/twins/${record.id}`,
-        description: `${base}/things/${encodeURIComponent(`${TWIN_TD_PREFIX}${record.id}`)}`,
-      },
-      ...(options.td && running ? { td: this.#description(record, running.handle) } : {}),
+      ...(options.td && running ? { td: this.#publication.description(record, running.handle) } : {}),
     };
   }
 }
-
-/** An operation on an instance that did not finish within the operation timeout (it was given up). */
-export class OperationTimeout extends ManagerError {
-  constructor(message: string) {
-    super(504, message);
-    this.name = "OperationTimeout";
-  }
-}
-
-/** Whether `work` settled within `ms` ("late": it goes on, unwaited for). */
-async function settledWithin(work: Promise<unknown>, ms: number): Promise<"settled" | "late"> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<"late">((resolve) => {
-    timer = setTimeout(() => resolve("late"), ms);
-  });
-  try {
-    return await Promise.race([
-      work.then(
-        () => "settled" as const,
-        () => "settled" as const,
-      ),
-      late,
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/**
- * `state` with its entanglement window emptied: the twin measures afresh from its next binding,
- * instead of counting the time the gateway was down as time its PT was unreachable.
- */
-function withFreshWindow(state: TwinState): TwinState {
-  const { figures } = state.entanglement;
-  return {
-    ...state,
-    entanglement: {
-      figures: { ...figures, ...UNMEASURED },
-      observations: noObservations(),
-    },
-  };
-}
-
-function target(node: DtcNode): NodeTarget {
-  return { id: node.id, platform: node.platform, ...(node.endpoint ? { endpoint: node.endpoint } : {}) };
-}
-
-const round = (n: number) => Math.round(n * 100) / 100;
 
 function summariseSnapshot(s: StoredSnapshot): SnapshotSummary {
   return {
@@ -1094,57 +776,4 @@ function summariseSnapshot(s: StoredSnapshot): SnapshotSummary {
     lifecycle: s.state.lifecycle.state,
     history: { states: s.state.history.states.length, events: s.state.history.events.length },
   };
-}
-
-/** The configuration of a start request checked against the package's parameters, defaults filled in. */
-function resolveConfiguration(
-  pkg: DtPackage,
-  given: Record<string, unknown>,
-): Record<string, string | number | boolean> {
-  const issues: { field: string; description: string }[] = [];
-  const out: Record<string, string | number | boolean> = {};
-  for (const name of Object.keys(given)) {
-    if (!(name in pkg.parameters)) {
-      issues.push({
-        field: `configuration.${name}`,
-        description: `is not a parameter of package "${pkg.id}" (it has ${Object.keys(pkg.parameters).join(", ") || "none"})`,
-      });
-    }
-  }
-  for (const [name, parameter] of Object.entries(pkg.parameters)) {
-    const value = given[name] ?? parameter.default;
-    if (value === undefined) {
-      if (parameter.required !== false)
-        issues.push({ field: `configuration.${name}`, description: "is required" });
-      continue;
-    }
-    const problem = parameterProblem(parameter, value);
-    if (problem) issues.push({ field: `configuration.${name}`, description: problem });
-    else out[name] = value as string | number | boolean;
-  }
-  if (issues.length > 0) {
-    throw new ManagerError(
-      400,
-      `configuration: ${issues.map((i) => `${i.field} ${i.description}`).join("; ")}`,
-      issues,
-    );
-  }
-  return out;
-}
-
-/** Errors of the twin runtime, as the API reports them. */
-export function asManagerError(err: unknown): unknown {
-  if (err instanceof ManagerError) return err;
-  if (err instanceof ValidationError) return new ManagerError(400, err.message, err.errors);
-  if (
-    err instanceof TwinStateError ||
-    err instanceof AugmentationError ||
-    err instanceof ModelResolutionError
-  ) {
-    return new ManagerError(400, err.message);
-  }
-  if (err instanceof TwinConflictError) return new ManagerError(409, err.message);
-  if (err instanceof PlatformError) return new ManagerError(err.status, err.message);
-  if (err instanceof TwinNotFoundError) return new ManagerError(404, err.message);
-  return err;
 }

@@ -7,6 +7,7 @@
  * does: MQTT 3.1.1 cannot tell the client, and closing its connection instead would make a device
  * that sends one wrong topic flap. A refused subscription gets SUBACK 0x80.
  */
+
 import { readFileSync } from "node:fs";
 import net from "node:net";
 import tls from "node:tls";
@@ -17,6 +18,7 @@ import aedesModule, {
   type Client,
   type PublishPacket,
 } from "aedes";
+import { errorMessage } from "../domain/errors.js";
 import type { Logger } from "../logger.js";
 import type { Authenticator } from "../security/authenticator.js";
 import {
@@ -133,9 +135,7 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     } catch (err) {
       broker.close();
       guard?.stop();
-      throw new Error(
-        `embedded MQTT broker: cannot read its TLS certificate or key: ${(err as Error).message}`,
-      );
+      throw new Error(`embedded MQTT broker: cannot read its TLS certificate or key: ${errorMessage(err)}`);
     }
   }
   // No Nagle: MQTT exchanges are small request/answer packets (subscribe/suback), which Nagle plus
@@ -227,7 +227,7 @@ function secure(
         done(err, false);
       } catch (callbackError) {
         logger?.error(
-          { client: client.id, err: (callbackError as Error).message },
+          { client: client.id, err: errorMessage(callbackError) },
           "MQTT: refusing a client failed",
         );
       }
@@ -263,14 +263,11 @@ function secure(
         try {
           done(null, true);
         } catch (err) {
-          logger?.error(
-            { client: client.id, err: (err as Error).message },
-            "MQTT: accepting a client failed",
-          );
+          logger?.error({ client: client.id, err: errorMessage(err) }, "MQTT: accepting a client failed");
         }
       },
       (err: unknown) => {
-        logger?.error({ client: client.id, err: (err as Error).message }, "MQTT: authentication failed");
+        logger?.error({ client: client.id, err: errorMessage(err) }, "MQTT: authentication failed");
         refuse(authError("authentication failed", 5));
       },
     );
@@ -308,7 +305,7 @@ function secure(
         answer(allowed);
       } catch (err) {
         logger?.error(
-          { client: client?.id, topic, err: (err as Error).message },
+          { client: client?.id, topic, err: errorMessage(err) },
           `MQTT: answering a ${action} check failed`,
         );
       }
@@ -327,7 +324,7 @@ function secure(
     };
     const failed = (err: unknown) => {
       logger?.error(
-        { client: client?.id, action, topic, err: (err as Error).message },
+        { client: client?.id, action, topic, err: errorMessage(err) },
         `MQTT: ${action} check failed`,
       );
       reply(false);
@@ -393,7 +390,7 @@ function secure(
         );
       } catch (err) {
         logger?.error(
-          { ...context(client), err: (err as Error).message },
+          { ...context(client), err: errorMessage(err) },
           "MQTT: revalidation failed; closing the client",
         );
       }
@@ -406,7 +403,9 @@ function secure(
   const timer =
     revalidateIntervalMs > 0
       ? setInterval(() => {
-          revalidate().catch(() => {});
+          revalidate().catch((err: unknown) =>
+            logger?.debug({ err }, "MQTT: revalidating the clients failed"),
+          );
         }, revalidateIntervalMs)
       : undefined;
   timer?.unref();

@@ -5,6 +5,7 @@
 import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import mqtt, { type MqttClient } from "mqtt";
+import { errorMessage } from "../domain/errors.js";
 import { type MqttCredentials, noDelay } from "./connections.js";
 
 /** How long the broker has to accept the connection, and to echo each sample, ms. */
@@ -36,9 +37,11 @@ export async function measureBrokerLatency(
       const sentAt = performance.now();
       const [receivedAt] = await Promise.all([
         echo.at,
-        client.publishAsync(topic, payload, { qos: 0 }).catch((err: Error) => {
+        client.publishAsync(topic, payload, { qos: 0 }).catch((err: unknown) => {
           echo.cancel();
-          throw new Error(`MQTT broker ${brokerUrl}: publishing a latency sample failed: ${err.message}`);
+          throw new Error(
+            `MQTT broker ${brokerUrl}: publishing a latency sample failed: ${errorMessage(err)}`,
+          );
         }),
       ]);
       latencies.push((receivedAt - sentAt) / 2);
@@ -51,6 +54,7 @@ export async function measureBrokerLatency(
         : ((latencies[middle - 1] as number) + (latencies[middle] as number)) / 2;
     return Math.round(median * 100) / 100;
   } finally {
+    // The measurement is over (or has failed with its own error): a failed disconnect changes neither.
     await client.endAsync(true).catch(() => {});
   }
 }

@@ -1,5 +1,5 @@
-import type { EntanglementFigures } from "../domain/entanglement.js";
-import type { LifecycleState } from "../domain/lifecycle.js";
+import { DtcError, type ErrorKind } from "../domain/errors.js";
+import type { InstanceStatus, StatusListener } from "../domain/twin-status.js";
 import type { TwinConfig, TwinState } from "../runtime/twin.js";
 import type { JsonObject } from "../wot/rdf.js";
 
@@ -9,20 +9,13 @@ import type { JsonObject } from "../wot/rdf.js";
  * knows how to run, stop, export and remove one twin on one of its nodes.
  */
 
-export const PLATFORMS = ["in-process", "docker", "kubernetes"] as const;
-export type Platform = (typeof PLATFORMS)[number];
-
-/** The dtc ontology's individual for each platform (dtc:InProcess, ...). */
-export const PLATFORM_INDIVIDUAL = {
-  "in-process": "InProcess",
-  docker: "Docker",
-  kubernetes: "Kubernetes",
-} as const satisfies Record<Platform, string>;
+export type { InstanceStatus, StatusListener };
 
 /** What a driver is told about the node it starts a twin on. */
 export interface NodeTarget {
   id: string;
-  platform: Platform;
+  /** The platform's name (src/platforms/registry.ts). */
+  platform: string;
   /** Platform-specific connection (e.g. a Docker engine's socketPath or host/port); none in-process. */
   endpoint?: Record<string, unknown>;
 }
@@ -44,21 +37,6 @@ export interface InstanceSpec {
   augmentations?: { name: string; source: string }[];
   /** Start from this exported state instead of fresh (restore, move, clone). */
   state?: TwinState;
-}
-
-export interface InstanceStatus {
-  lifecycle: LifecycleState;
-  entanglement?: EntanglementFigures;
-  /** Why the platform reports the instance failed (crashed, killed, unreachable); absent while healthy. */
-  failed?: string;
-}
-
-export interface StatusListener {
-  lifecycleChanged?(): void;
-  /** Every entanglement evaluation (the status publisher throttles). */
-  entanglementEvaluated?(): void;
-  /** The platform lost the instance (the manager's reconcile loop starts it again). */
-  failed?(reason: string): void;
 }
 
 /** One twin running on one node. Operations on it are serialised by the manager. */
@@ -87,24 +65,23 @@ export interface InstanceHandle {
 }
 
 /**
- * A platform could not do what was asked: 503 its engine cannot be reached, 504 it did not answer
- * in time, 502 it failed doing it (a container that exits at start, an image that cannot be
- * pulled), 409 it refuses the request.
+ * A platform could not do what was asked: its engine is `unavailable`, it did not answer in time
+ * (`timeout`), it `failed` doing it (a container that exits at start, an image that cannot be
+ * pulled), or it refuses the request (`conflict`).
  */
-export class PlatformError extends Error {
-  constructor(
-    message: string,
-    readonly status: 409 | 502 | 503 | 504 = 502,
-  ) {
-    super(message);
+export class PlatformError extends DtcError {
+  constructor(message: string, kind: PlatformErrorKind = "failed", options?: { cause?: unknown }) {
+    super(kind, message, options);
     this.name = "PlatformError";
   }
 }
+export type PlatformErrorKind = Extract<ErrorKind, "conflict" | "failed" | "unavailable" | "timeout">;
 
 export type Readiness = { ready: true } | { ready: false; reason: string };
 
 export interface PlatformDriver {
-  readonly platform: Platform;
+  /** The platform's name, as registered (src/platforms/registry.ts). */
+  readonly platform: string;
   /** Whether `node` can take twins now (e.g. its engine answers), and why not. */
   ready(node: NodeTarget): Promise<Readiness>;
   /** Starts a twin; resolves once it is exposed and attached to its PT. */

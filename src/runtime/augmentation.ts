@@ -1,21 +1,11 @@
-import ivm from "isolated-vm";
-
 /**
- * Augmentation functions (paper 002: after shadowing, before the twin handler): named JavaScript
- * functions `(values, context) => extraValues` that add or override properties, installable and
- * replaceable at run time. The custom shadowing function of a twin runs the same way.
- *
- * They run in an isolated-vm isolate of their own (one per `Augmentations`, that is per twin):
- * a separate V8 heap with a memory limit, no host globals, nothing of the host reachable. Data
- * crosses as JSON strings only, and every call into the isolate has a time limit that covers what
- * the call sets off: isolated-vm drains the isolate's microtasks before the call returns, and error
- * messages are read inside the isolate, within the call. The host never touches an object made by
- * a function.
- *
- * The functions of one twin share a context (one call per update keeps hot updates cheap), so one
- * of them can disturb the others' results, as code of the same author could; the host checks
- * whatever comes back and never trusts the sandbox's own code to have run as written.
+ * Augmentation functions ([dt-microservices]: after shadowing, before the twin handler): named
+ * JavaScript functions `(values, context) => extraValues`, installable at run time, each twin's in
+ * an isolated-vm isolate of its own with memory and time limits; JSON crosses, nothing else. Why it
+ * is built so: docs/design.md, "The augmentation sandbox".
  */
+import ivm from "isolated-vm";
+import { DtcError } from "../domain/errors.js";
 
 export interface AugmentationInput {
   /** Property values from shadowing (and earlier functions). */
@@ -26,12 +16,12 @@ export interface AugmentationInput {
   event: { ptTimestamp: number; receivedAt: number; sequence: number | undefined };
 }
 
-export class AugmentationError extends Error {
+export class AugmentationError extends DtcError {
   readonly functionName: string;
   /** Why, without the function's name. */
   readonly reason: string;
   constructor(functionName: string, reason: string) {
-    super(`augmentation function "${functionName}": ${reason}`);
+    super("invalid", `augmentation function "${functionName}": ${reason}`);
     this.name = "AugmentationError";
     this.functionName = functionName;
     this.reason = reason;

@@ -12,7 +12,7 @@ import { PhysicalTwinUnreachableError, type Twin, TwinDetachedError, type TwinLi
 import { TWIN_AFFORDANCES } from "./twin-description.js";
 
 /**
- * The digital side of the twins of a process (paper 002: the digital event handler and the
+ * The digital side of the twins of a process ([dt-microservices]: the digital event handler and the
  * digital interface): one node-wot Servient with an HTTP server and an MQTT broker client shared
  * by all twins. Each twin is an ExposedThing at /{twin id} (HTTP) and {twin id}/... (MQTT).
  */

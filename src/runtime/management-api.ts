@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { type Context, Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { EntanglementFigures } from "../domain/entanglement.js";
+import { errorMessage } from "../domain/errors.js";
 import type { LifecycleState } from "../domain/lifecycle.js";
 import { limitBody, problem } from "../http/problem.js";
 import type { Logger } from "../logger.js";
@@ -109,7 +110,7 @@ async function jsonBody(c: Context): Promise<unknown> {
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new BadRequestError(`the body is not JSON: ${(err as Error).message}`);
+    throw new BadRequestError(`the body is not JSON: ${errorMessage(err)}`);
   }
 }
 
@@ -147,7 +148,7 @@ export function createManagementApp(options: ManagementApiOptions): Hono {
       return problem(c, { title: "Service Unavailable", status: 503, detail: err.message });
     }
     logger?.error({ err, path: c.req.path }, "management: unhandled error");
-    return problem(c, { title: "Internal Server Error", status: 500, detail: (err as Error).message });
+    return problem(c, { title: "Internal Server Error", status: 500, detail: errorMessage(err) });
   });
   app.notFound((c) =>
     problem(c, {

@@ -2,7 +2,7 @@ import type { SharedMqttConnection } from "../mqtt/connections.js";
 import { PhysicalTwinUnreachableError, type Twin } from "./twin.js";
 
 /**
- * The physical adapter on MQTT (paper 002: the PT side of the twin): subscribes the twin to its
+ * The physical adapter on MQTT ([dt-microservices]: the PT side of the twin): subscribes the twin to its
  * PT's telemetry and status topics on the process's shared connection, feeds it the messages and
  * the connection's ups and downs, and sends its commands.
  */

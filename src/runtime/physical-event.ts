@@ -1,7 +1,7 @@
 import jsonpointer from "jsonpointer";
 import type { PhysicalInterface } from "./physical-interface.js";
 
-/** A telemetry message of the physical twin, normalised (paper 002: the physicalEventHandler's output). */
+/** A telemetry message of the physical twin, normalised ([dt-microservices]: the physicalEventHandler's output). */
 export interface PhysicalEvent {
   topic: string;
   /** When the twin received it (epoch ms). */

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { ConfigError, port, urlWithScheme } from "../config.js";
+import { errorMessage } from "../domain/errors.js";
 import { TWIN_ID, type TwinConfig } from "./twin.js";
 
 /**
@@ -180,7 +181,7 @@ export function parseTwinProcessConfig(text: string, variable: string): TwinProc
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new ConfigError([{ variable, message: `is not valid JSON: ${(err as Error).message}` }]);
+    throw new ConfigError([{ variable, message: `is not valid JSON: ${errorMessage(err)}` }]);
   }
   const parsed = twinProcessConfigSchema.safeParse(json);
   if (!parsed.success) {
@@ -248,9 +249,7 @@ export function loadTwinProcessSettings(env: NodeJS.ProcessEnv = process.env): T
     try {
       text = readFileSync(v.DTC_TWIN_FILE, "utf8");
     } catch (err) {
-      throw new ConfigError([
-        { variable: "DTC_TWIN_FILE", message: `cannot be read: ${(err as Error).message}` },
-      ]);
+      throw new ConfigError([{ variable: "DTC_TWIN_FILE", message: `cannot be read: ${errorMessage(err)}` }]);
     }
   }
   return {

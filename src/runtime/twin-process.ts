@@ -3,6 +3,7 @@ import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { z } from "zod";
 import { ConfigError } from "../config.js";
+import { errorMessage } from "../domain/errors.js";
 import { LIFECYCLE_STATES } from "../domain/lifecycle.js";
 import type { Logger } from "../logger.js";
 import { thingModelsDir } from "../paths.js";
@@ -166,7 +167,14 @@ export class TwinProcess implements ManagedTwinProcess {
         }
       }
     } catch (err) {
-      await proc.close().catch(() => {});
+      await proc
+        .close()
+        .catch((closeError: unknown) =>
+          logger.debug(
+            { err: closeError, twin: config.twin.id },
+            "could not close the process after a failed start",
+          ),
+        );
       throw err;
     }
     logger.info(
@@ -206,7 +214,14 @@ export class TwinProcess implements ManagedTwinProcess {
     try {
       for (const { name, source } of augmentations) twin.installAugmentation(name, source);
     } catch (err) {
-      await this.runtime.remove(twin.id).catch(() => {});
+      await this.runtime
+        .remove(twin.id)
+        .catch((removeError: unknown) =>
+          this.#logger.debug(
+            { err: removeError, twin: twin.id },
+            "could not remove the twin whose functions were refused",
+          ),
+        );
       throw err;
     }
     this.#running(twin);
@@ -252,6 +267,7 @@ export class TwinProcess implements ManagedTwinProcess {
       if (this.#phase === "stopping") throw new ShuttingDownError();
       return op();
     });
+    // The caller gets `run`'s rejection; the queue only orders, and must not stop at a failure.
     this.#queue = run.catch(() => {});
     return run;
   }
@@ -322,14 +338,23 @@ export class TwinProcess implements ManagedTwinProcess {
         twin = await this.runtime.restore(state);
       } catch (err) {
         // Half started (exposed, but attaching failed): out of the way of the previous twin.
-        if (this.twin) await this.runtime.remove(this.id, { handover: true }).catch(() => {});
+        if (this.twin) {
+          await this.runtime
+            .remove(this.id, { handover: true })
+            .catch((removeError: unknown) =>
+              this.#logger.debug(
+                { err: removeError, twin: this.id },
+                "could not remove the half-started twin",
+              ),
+            );
+        }
         this.#setPhase("awaiting-state");
         if (previous) {
           try {
             this.#running(await this.runtime.restore(previous));
-            this.#logger.warn({ err: (err as Error).message }, "import failed: the previous twin runs again");
+            this.#logger.warn({ err: errorMessage(err) }, "import failed: the previous twin runs again");
           } catch (again) {
-            this.#logger.error({ err: (again as Error).message }, "import failed, and the previous twin too");
+            this.#logger.error({ err: errorMessage(again) }, "import failed, and the previous twin too");
           }
         }
         throw err;
@@ -393,7 +418,7 @@ export class TwinProcess implements ManagedTwinProcess {
       await this.#queue;
       if (this.twin) {
         await this.runtime.remove(this.id).catch((err: unknown) => {
-          this.#logger.warn({ err: (err as Error).message }, "removing the twin failed");
+          this.#logger.warn({ err: errorMessage(err) }, "removing the twin failed");
         });
       }
       this.#stopListening();

@@ -1,3 +1,5 @@
+import { DtcError, errorMessage } from "../domain/errors.js";
+import { twinTdId } from "../domain/vocabulary.js";
 import type { Logger } from "../logger.js";
 import {
   MqttConnections,
@@ -50,16 +52,16 @@ export interface TwinRuntimeOptions {
 export const MANAGEMENT_TOPIC = "dtc/twins/+/augmentations";
 export const managementTopicOf = (id: string) => `dtc/twins/${id}/augmentations`;
 
-export class TwinNotFoundError extends Error {
+export class TwinNotFoundError extends DtcError {
   constructor(id: string) {
-    super(`no twin with id "${id}"`);
+    super("notFound", `no twin with id "${id}"`);
     this.name = "TwinNotFoundError";
   }
 }
 
-export class TwinConflictError extends Error {
+export class TwinConflictError extends DtcError {
   constructor(message: string) {
-    super(message);
+    super("conflict", message);
     this.name = "TwinConflictError";
   }
 }
@@ -131,7 +133,7 @@ export class TwinRuntime {
     try {
       twin.evaluate(now);
     } catch (err) {
-      this.options.logger?.error({ twin: twin.id, err: (err as Error).message }, "evaluation failed");
+      this.options.logger?.error({ twin: twin.id, err: errorMessage(err) }, "evaluation failed");
     }
   }
 
@@ -161,7 +163,7 @@ export class TwinRuntime {
     if (!isObject(config.placeholders ?? {})) throw new TwinStateError("placeholders must be an object");
     const td = await instantiate(this.options.registry, config.schema, {
       placeholders: config.placeholders ?? {},
-      id: `urn:dtc:twin:${config.id}`,
+      id: twinTdId(config.id),
     });
     const description = describeTwin(td, config.fidelity);
     return this.#start(new Twin(description, structuredClone(config)), description);
@@ -180,7 +182,7 @@ export class TwinRuntime {
     const config = { ...structuredClone(state.config), id: options.id ?? state.config.id };
     this.#checkNew(config.id);
     const description = structuredClone(state.td);
-    if (options.id !== undefined) description.id = `urn:dtc:twin:${config.id}`;
+    if (options.id !== undefined) description.id = twinTdId(config.id);
     return this.#start(new Twin(description, config, state), description);
   }
 
@@ -224,7 +226,7 @@ export class TwinRuntime {
   async #attach(running: Running): Promise<void> {
     running.attachment = attachToPhysicalTwin(running.twin, running.connection, (err, context) =>
       this.options.logger?.error(
-        { twin: running.twin.id, err: err instanceof Error ? err.message : String(err) },
+        { twin: running.twin.id, err: errorMessage(err) },
         `the twin failed on ${context}; it goes on`,
       ),
     );
@@ -239,7 +241,10 @@ export class TwinRuntime {
     });
     // While the broker is unreachable the twin stays Unbound; it binds once the broker is back.
     if (running.connection.connected) await subscribed;
-    else subscribed.catch(() => {});
+    else
+      subscribed.catch((err: unknown) =>
+        this.options.logger?.debug({ err, twin: running.twin.id }, "subscribing the twin's PT topics failed"),
+      );
   }
 
   #get(id: string): Running {
@@ -328,7 +333,9 @@ export class TwinRuntime {
       try {
         this.#management
           .publish(`${managementTopicOf(id)}/result`, JSON.stringify(body), { qos: 1 })
-          .catch(() => {});
+          .catch((err: unknown) =>
+            this.options.logger?.debug({ err, twin: id }, "answering a management request failed"),
+          );
       } catch {
         // No answer possible (the connection is closing); the request changed nothing it reports.
       }
@@ -359,7 +366,7 @@ export class TwinRuntime {
         reply({ ok: false, name, error: '"source" must be a string of JavaScript' });
       }
     } catch (err) {
-      const error = err instanceof Error ? err.message : String(err);
+      const error = errorMessage(err);
       if (!(err instanceof AugmentationError)) {
         this.options.logger?.error({ twin: id, err: error }, "augmentation management request failed");
       }

@@ -5,6 +5,7 @@ import {
   EntanglementWindow,
   type FidelityParams,
 } from "../domain/entanglement.js";
+import { DtcError, errorMessage } from "../domain/errors.js";
 import { isAttached, Lifecycle, type LifecycleChange, type LifecycleState } from "../domain/lifecycle.js";
 import type { JsonObject } from "../wot/rdf.js";
 import { isObject } from "../wot/thing-model.js";
@@ -130,9 +131,10 @@ export interface TwinState {
   counters: TwinCounters;
 }
 
-export class TwinStateError extends Error {
-  constructor(message: string) {
-    super(message);
+/** What the twin's state cannot do now: `invalid` by default. */
+export class TwinStateError extends DtcError {
+  constructor(message: string, kind: "invalid" | "conflict" | "unavailable" = "invalid") {
+    super(kind, message);
     this.name = "TwinStateError";
   }
 }
@@ -140,7 +142,7 @@ export class TwinStateError extends Error {
 /** The twin's broker is unreachable: a command would wait for it (or be lost), so it is not sent. */
 export class PhysicalTwinUnreachableError extends TwinStateError {
   constructor(message: string) {
-    super(message);
+    super(message, "unavailable");
     this.name = "PhysicalTwinUnreachableError";
   }
 }
@@ -297,7 +299,7 @@ export class Twin {
   #restoreFunctions(restored: TwinState): void {
     const at = Date.now();
     const drop = (name: unknown, err: unknown) => {
-      const reason = err instanceof Error ? err.message : String(err);
+      const reason = errorMessage(err);
       this.#dropped.push({ name: String(name), reason });
       this.#record("augmentationDropped", at, { name: String(name), error: reason });
     };
@@ -454,7 +456,7 @@ export class Twin {
       values = this.#shadow(event);
     } catch (err) {
       this.counters.rejected++;
-      this.#record("messageRejected", receivedAt, { topic, reason: (err as Error).message });
+      this.#record("messageRejected", receivedAt, { topic, reason: errorMessage(err) });
       return undefined;
     }
     if (!this.#heard) {

@@ -1,20 +1,7 @@
 /**
- * The password and ACL files that give an external mosquitto (2.x) the gateway's MQTT policy
- * (src/security/mqtt-acl.ts) as closely as its ACL syntax allows. Pure: the records come from
- * TokenService.records(), the twins' PT topics from their TDs; src/mosquitto-config.ts writes them.
- *
- * Users: the internal user (the gateway and its twin containers) with `readwrite #`, and one user
- * per API token, named by the token id: an MQTT client of the external mosquitto connects with user
- * name = the token id (the 16 hex characters after `dtc_`) and password = the whole token. OIDC
- * JWTs cannot be checked by mosquitto's password file.
- *
- * Where mosquitto is coarser than the embedded broker: its acl_file does not check subscriptions
- * (every SUBSCRIBE is granted, `#` too) but every delivery, so a client subscribed to `#` receives
- * only what its `read` lines allow; `+` in the first level stands for "any twin id" (a reader may
- * read `+/properties/#` across all twins, which is what it may read anyway), and `dtc` is not
- * excluded from it; a refused publish is dropped, as on the embedded broker. Expiry is not known to mosquitto: an expired token is
- * left out of the files generated after it expired, so generate them again periodically and after
- * creating or revoking tokens, then reload mosquitto (SIGHUP).
+ * The password and ACL files that give an external mosquitto (2.x) the gateway's MQTT policy as
+ * closely as its ACL syntax allows. Pure; src/mosquitto-config.ts writes them. Users and where
+ * mosquitto is coarser than the embedded broker: docs/design.md, "Files for an external mosquitto".
  */
 import type { StoredToken } from "../manager/manager-store.js";
 import type { TwinTopics } from "./mqtt-acl.js";

@@ -1,21 +1,7 @@
 /**
- * Who may publish and subscribe to which MQTT topics: a pure policy, asked by the embedded broker
- * on every PUBLISH (the will included) and SUBSCRIBE of an authenticated client, and approximated by
- * the files generated for an external mosquitto (src/security/mosquitto.ts).
- *
- * - the gateway (internal, no twin): everything;
- * - a twin container (internal, `dtc-twin:{id}`): `{id}`, `{id}/#` and `dtc/twins/{id}/#` both ways,
- *   subscribe its PT's telemetry and status, publish its PT's commands;
- * - a device bound to twin X: publish X's PT telemetry and status (retained, or as a last will),
- *   subscribe X's command topic; nothing else;
- * - reader: subscribe `{id}` (the retained TD), `{id}/properties/…` and `{id}/events/…` for a
- *   concrete twin id (wildcards only past the second level); no publish;
- * - operator: a reader's, plus publish `{id}/actions/{a}` and `{id}/properties/{p}/writeproperty`
- *   (node-wot's MQTT binding: src/wot/servers.ts);
- * - admin: an operator's, plus publish `dtc/twins/{id}/augmentations` and subscribe
- *   `dtc/twins/{id}/augmentations/result`.
- *
- * Nobody but the gateway reaches `$` topics ($SYS, shared subscriptions) or subscribes `#`, `+/#`.
+ * Who may publish and subscribe to which MQTT topics: a pure policy, asked by the embedded broker on
+ * every PUBLISH (the will included) and SUBSCRIBE, and approximated for an external mosquitto. The
+ * rules per principal: docs/design.md, "MQTT access policy".
  */
 import { physicalInterfaceOf } from "../runtime/physical-interface.js";
 import type { JsonObject } from "../wot/rdf.js";

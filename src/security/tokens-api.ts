@@ -2,8 +2,10 @@
  * /api/tokens (admin): create an API token (its secret is in the answer once, never again), list
  * and revoke them; /api/whoami: the caller's principal, for clients checking their credentials.
  */
+
 import type { Hono } from "hono";
 import { z } from "zod";
+import { errorMessage } from "../domain/errors.js";
 import { principalOf } from "../http/auth.js";
 import { limitBody, problem } from "../http/problem.js";
 import { TokenError, type TokenService } from "./tokens.js";
@@ -52,7 +54,7 @@ export function mountTokensApi(
       return problem(c, {
         title: "Bad Request",
         status: 400,
-        detail: `the body is not JSON: ${(err as Error).message}`,
+        detail: `the body is not JSON: ${errorMessage(err)}`,
       });
     }
     try {

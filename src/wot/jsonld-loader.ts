@@ -1,8 +1,9 @@
 import { join } from "node:path";
+import { DTC } from "../domain/vocabulary.js";
 import { ontologyDir, readJsonFile } from "../paths.js";
 
 /** The namespace of the dtc vocabulary and the URL of its JSON-LD context. */
-export const DTC_NS = "https://w3id.org/dtc#";
+export const DTC_NS = DTC;
 export const DTC_CONTEXT_URL = "https://w3id.org/dtc/v1";
 export const TD_CONTEXT_1_1 = "https://www.w3.org/2022/wot/td/v1.1";
 export const TD_CONTEXT_1_0 = "https://www.w3.org/2019/wot/td/v1";

@@ -2,6 +2,7 @@ import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Resolver } from "@thingweb/thing-model";
 import { ThingModelHelpers } from "@thingweb/thing-model";
+import { DtcError, errorMessage } from "../domain/errors.js";
 import { readJsonFile } from "../paths.js";
 import type { JsonObject } from "./rdf.js";
 import {
@@ -18,9 +19,9 @@ import { ValidationError, type ValidationIssue, validateAgainst } from "./valida
 export const SAMPLE_SCHEMA_BASE = "https://w3id.org/dtc/thing-models/";
 
 /** Raised when a model refers to one the registry does not hold, or refers to itself through others. */
-export class ModelResolutionError extends Error {
+export class ModelResolutionError extends DtcError {
   constructor(message: string) {
-    super(message);
+    super("invalid", message);
     this.name = "ModelResolutionError";
   }
 }
@@ -226,7 +227,7 @@ export class ThingModelRegistry {
         ...checkDtcConsistency(resolved as unknown as JsonObject),
       ];
     } catch (err) {
-      return [{ field: "links", description: (err as Error).message }];
+      return [{ field: "links", description: errorMessage(err) }];
     }
   }
 }

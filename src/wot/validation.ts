@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import ajvFormats from "ajv-formats";
+import { DtcError } from "../domain/errors.js";
 import { ontologyDir, readJsonFile } from "../paths.js";
 import { TD_CONTEXT_1_0, TD_CONTEXT_1_1 } from "./jsonld-loader.js";
 
@@ -14,10 +15,12 @@ export interface ValidationIssue {
 export type ValidationResult = { valid: true } | { valid: false; errors: ValidationIssue[] };
 
 /** Thrown where an invalid document cannot go on; carries every issue found. */
-export class ValidationError extends Error {
+export class ValidationError extends DtcError {
   readonly errors: ValidationIssue[];
   constructor(what: string, errors: ValidationIssue[]) {
-    super(`${what}: ${errors.map((e) => `${e.field}: ${e.description}`).join("; ")}`);
+    super("invalid", `${what}: ${errors.map((e) => `${e.field}: ${e.description}`).join("; ")}`, {
+      validationErrors: errors,
+    });
     this.name = "ValidationError";
     this.errors = errors;
   }

@@ -254,20 +254,20 @@ export class DockerDriver implements PlatformDriver {
   }
 
   async #placement(node: NodeTarget): Promise<Placement> {
-    if (this.#closed) throw new PlatformError("the docker driver is closed", 503);
+    if (this.#closed) throw new PlatformError("the docker driver is closed", "unavailable");
     if (node.platform !== this.platform) {
-      throw new PlatformError(`node ${node.id} is a ${node.platform} node, not docker`, 409);
+      throw new PlatformError(`node ${node.id} is a ${node.platform} node, not docker`, "conflict");
     }
     let endpoint: DockerEndpoint;
     try {
       endpoint = parseDockerEndpoint(node.endpoint);
     } catch (err) {
-      throw new PlatformError(`node ${node.id}: ${(err as Error).message}`, 409);
+      throw new PlatformError(`node ${node.id}: ${(err as Error).message}`, "conflict");
     }
     try {
       return { node: node.id, endpoint, engine: await this.#engine(endpoint, node.id) };
     } catch (err) {
-      throw new PlatformError(`node ${node.id}: ${(err as Error).message}`, 409);
+      throw new PlatformError(`node ${node.id}: ${(err as Error).message}`, "conflict");
     }
   }
 
@@ -292,7 +292,8 @@ export class DockerDriver implements PlatformDriver {
     const { engine } = placement;
     const { docker } = engine;
     const image = spec.artefact.image;
-    if (image === undefined) throw new PlatformError(`instance ${spec.id}: the package has no image`, 409);
+    if (image === undefined)
+      throw new PlatformError(`instance ${spec.id}: the package has no image`, "conflict");
     await this.#ensureImage(placement, image);
     const token = randomBytes(24).toString("base64url");
     const ports = await this.#ports(placement);
@@ -377,7 +378,7 @@ export class DockerDriver implements PlatformDriver {
       const message = err instanceof Error ? err.message : String(err);
       throw new PlatformError(
         `twin container ${name} (${image}) did not start: ${message}${logs ? `\n${logs}` : ""}`,
-        502,
+        "failed",
       );
     }
   }
@@ -453,7 +454,7 @@ export class DockerDriver implements PlatformDriver {
     } catch (err) {
       throw new PlatformError(
         `image ${image} is not on the Docker engine at ${placement.engine.address} and could not be pulled: ${(err as Error).message}`,
-        409,
+        "conflict",
       );
     }
   }
@@ -465,7 +466,7 @@ export class DockerDriver implements PlatformDriver {
     if (!isLocalEngine(placement.endpoint)) {
       throw new PlatformError(
         `node ${placement.node}: host networking needs the engine on the gateway's host (a socketPath); use a bridge network for ${placement.engine.address}`,
-        409,
+        "conflict",
       );
     }
     return { http: await freePort(), management: await freePort() };
@@ -487,7 +488,7 @@ export class DockerDriver implements PlatformDriver {
     if (Buffer.byteLength(twin) > MAX_TWIN_ENV_BYTES) {
       throw new PlatformError(
         `instance ${spec.id}: its configuration and schemas take ${Buffer.byteLength(twin)} bytes, more than a container's environment takes (${MAX_TWIN_ENV_BYTES})`,
-        409,
+        "conflict",
       );
     }
     const local = isLocalEngine(placement.endpoint);
@@ -665,8 +666,8 @@ function engineError(placement: Placement, err: unknown, doing?: string): Platfo
   const message = (err as { json?: { message?: string } }).json?.message ?? (err as Error).message;
   const what = `${doing ? `${doing}: ` : ""}the Docker engine at ${placement.engine.address}`;
   return status === undefined
-    ? new PlatformError(`${what} does not answer: ${message}`, 503)
-    : new PlatformError(`${what} refused: ${message}`, 502);
+    ? new PlatformError(`${what} does not answer: ${message}`, "unavailable")
+    : new PlatformError(`${what} refused: ${message}`, "failed");
 }
 
 /** Nodes with the same engine address and TLS files share one client. */
@@ -703,8 +704,10 @@ class DockerInstance implements InstanceHandle {
 
   #live(): Deployment {
     const deployment = this.#deployment;
-    if (!deployment) throw new PlatformError(`instance ${this.id} is no longer on node ${this.node}`, 409);
-    if (this.#failed !== undefined) throw new PlatformError(`instance ${this.id}: ${this.#failed}`, 409);
+    if (!deployment)
+      throw new PlatformError(`instance ${this.id} is no longer on node ${this.node}`, "conflict");
+    if (this.#failed !== undefined)
+      throw new PlatformError(`instance ${this.id}: ${this.#failed}`, "conflict");
     return deployment;
   }
 
@@ -715,7 +718,8 @@ class DockerInstance implements InstanceHandle {
   /** node-wot in the container serves /{id}/...: the gateway's /twins/{id}/... maps onto it. */
   httpTarget(): string {
     const deployment = this.#deployment;
-    if (!deployment) throw new PlatformError(`instance ${this.id} is no longer on node ${this.node}`, 409);
+    if (!deployment)
+      throw new PlatformError(`instance ${this.id} is no longer on node ${this.node}`, "conflict");
     return deployment.httpTarget;
   }
 
@@ -852,8 +856,11 @@ class DockerInstance implements InstanceHandle {
     } catch (err) {
       if (err instanceof TwinManagementError) {
         const status = err.status;
-        if (status === 400 || status === 409) throw new PlatformError(err.message, 409);
-        throw new PlatformError(`instance ${this.id}: the twin's management endpoint: ${err.message}`, 502);
+        if (status === 400 || status === 409) throw new PlatformError(err.message, "conflict");
+        throw new PlatformError(
+          `instance ${this.id}: the twin's management endpoint: ${err.message}`,
+          "failed",
+        );
       }
       throw err;
     }

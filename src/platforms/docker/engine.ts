@@ -115,9 +115,12 @@ export class DockerEngine {
       timeout.aborted
         ? new PlatformError(
             `${doing}: the Docker engine at ${this.address} did not answer within ${timeoutMs} ms`,
-            504,
+            "timeout",
           )
-        : new PlatformError(`${doing}: the gateway let go of the Docker engine at ${this.address}`, 503);
+        : new PlatformError(
+            `${doing}: the gateway let go of the Docker engine at ${this.address}`,
+            "unavailable",
+          );
     if (signal.aborted) return Promise.reject(aborted());
     return new Promise<T>((resolve, reject) => {
       // Settles on the deadline even if the request does not heed its signal.

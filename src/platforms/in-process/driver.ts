@@ -180,7 +180,14 @@ async function createFresh(runtime: TwinRuntime, fresh: FreshConfig): Promise<Tw
   try {
     for (const { name, source } of fresh.augmentations) twin.installAugmentation(name, source);
   } catch (err) {
-    await runtime.remove(twin.id).catch(() => {});
+    await runtime
+      .remove(twin.id)
+      .catch((removeError: unknown) =>
+        runtime.options.logger?.debug(
+          { err: removeError, twin: twin.id },
+          "could not remove the twin whose functions were refused",
+        ),
+      );
     throw err;
   }
   return twin;
