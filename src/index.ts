@@ -15,20 +15,14 @@ export {
   type LifecycleEvent,
   type LifecycleState,
 } from "./domain/lifecycle.js";
+export type { FidelityOverrides, TwinConfig, TwinState } from "./domain/twin-state.js";
 export { type Gateway, startGateway } from "./gateway.js";
 export { createLogger, type Logger } from "./logger.js";
 export { MqttConnections, SharedMqttConnection } from "./mqtt/connections.js";
 export { type EmbeddedBroker, startEmbeddedBroker } from "./mqtt/embedded-broker.js";
 export { AugmentationError, Augmentations } from "./runtime/augmentation.js";
 export { DigitalInterface } from "./runtime/digital-interface.js";
-export {
-  type FidelityOverrides,
-  Twin,
-  type TwinConfig,
-  type TwinListener,
-  type TwinState,
-  TwinStateError,
-} from "./runtime/twin.js";
+export { Twin, type TwinListener, TwinStateError } from "./runtime/twin.js";
 export { describeTwin, TWIN_AFFORDANCES } from "./runtime/twin-description.js";
 export {
   MANAGEMENT_TOPIC,

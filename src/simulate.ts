@@ -3,8 +3,9 @@
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { CameraSimulator } from "./simulator/camera.js";
-import { type Faults, MAX_RATE, type PtSimulator, seededRandom } from "./simulator/faults.js";
+import { type Faults, MAX_RATE, seededRandom } from "./simulator/faults.js";
 import { IiotDeviceSimulator, IiotFleet } from "./simulator/iiot-device.js";
+import type { PtSimulator } from "./simulator/pt-simulator.js";
 
 const USAGE = `Usage: npm run simulate -- <iiot|camera> --id <id> [options]
 

@@ -1,10 +1,11 @@
 import { Hono } from "hono";
 import mqtt from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { TwinConfig, TwinState } from "../src/domain/twin-state.js";
 import { mountTwinsProxy } from "../src/http/twins-proxy.js";
 import { AugmentationError } from "../src/runtime/augmentation.js";
 import { CLIENT_ERROR_MARKER, clientError, parseClientError } from "../src/runtime/client-error.js";
-import { Twin, type TwinConfig, type TwinState } from "../src/runtime/twin.js";
+import { Twin } from "../src/runtime/twin.js";
 import { describeTwin } from "../src/runtime/twin-description.js";
 import { TwinRuntime } from "../src/runtime/twin-runtime.js";
 import { IiotDeviceSimulator } from "../src/simulator/index.js";

@@ -8,13 +8,13 @@ import { MqttClientFactory } from "@node-wot/binding-mqtt";
 import { Servient } from "@node-wot/core";
 import mqtt from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { TwinState } from "../src/domain/twin-state.js";
 import { projectRoot, thingModelsDir } from "../src/paths.js";
 import {
   TwinManagementClient,
   TwinManagementError,
   type TwinManagementEvent,
 } from "../src/runtime/management-client.js";
-import type { TwinState } from "../src/runtime/twin.js";
 import { IiotDeviceSimulator } from "../src/simulator/index.js";
 import type { JsonObject } from "../src/wot/rdf.js";
 import { startBroker, type TestBroker } from "./brokers.js";

@@ -1,5 +1,6 @@
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
-import { Twin, type TwinConfig, TwinStateError } from "../src/runtime/twin.js";
+import type { TwinConfig } from "../src/domain/twin-state.js";
+import { Twin, TwinStateError } from "../src/runtime/twin.js";
 import { describeTwin } from "../src/runtime/twin-description.js";
 import { instantiate } from "../src/wot/instantiate.js";
 import type { ThingModelRegistry } from "../src/wot/model-registry.js";

@@ -1,5 +1,5 @@
+import type { TwinConfig, TwinState } from "../domain/twin-state.js";
 import type { InstanceSpec } from "../platforms/driver.js";
-import type { TwinConfig, TwinState } from "../runtime/twin.js";
 import { ManagerError } from "./errors.js";
 import { type DtcNode, type DtPackage, type InstanceRecord, parameterProblem } from "./model.js";
 import { target } from "./reconciler.js";

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
-import type { TwinState } from "../runtime/twin.js";
+import type { TwinState } from "../domain/twin-state.js";
 import type { ThingModel } from "../wot/thing-model.js";
 import type { DtcNode, DtPackage, InstanceRecord, SchemaSummary } from "./model.js";
 

@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { LIFECYCLE_STATES } from "../domain/lifecycle.js";
+import { TWIN_ID } from "../domain/twin-state.js";
 import { PLATFORMS, type Platform, platformPlugin } from "../platforms/registry.js";
-import { TWIN_ID } from "../runtime/twin.js";
 import { BROKER_CREDENTIALS, hasCredentials } from "../security/outbound.js";
 
 /**

@@ -1,8 +1,8 @@
 import { noObservations, UNMEASURED } from "../domain/entanglement.js";
 import { type ErrorKind, errorMessage, isDtcError } from "../domain/errors.js";
+import type { TwinState } from "../domain/twin-state.js";
 import type { Logger } from "../logger.js";
 import type { NodeTarget, PlatformDriver, Readiness } from "../platforms/driver.js";
-import type { TwinState } from "../runtime/twin.js";
 import type { Inventory } from "./inventory.js";
 import type { ManagerStore } from "./manager-store.js";
 import type { DtcNode, InstanceRecord } from "./model.js";

@@ -1,5 +1,5 @@
+import type { TwinState } from "../domain/twin-state.js";
 import type { InstanceHandle } from "../platforms/driver.js";
-import type { TwinState } from "../runtime/twin.js";
 
 /**
  * What runs now (the actual state, beside the records' desired state): the handle of each running

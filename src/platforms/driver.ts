@@ -1,6 +1,6 @@
 import { DtcError, type ErrorKind } from "../domain/errors.js";
+import type { TwinConfig, TwinState } from "../domain/twin-state.js";
 import type { InstanceStatus, StatusListener } from "../domain/twin-status.js";
-import type { TwinConfig, TwinState } from "../runtime/twin.js";
 import type { JsonObject } from "../wot/rdf.js";
 
 /**

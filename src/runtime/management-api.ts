@@ -4,12 +4,13 @@ import { streamSSE } from "hono/streaming";
 import type { EntanglementFigures } from "../domain/entanglement.js";
 import { errorMessage } from "../domain/errors.js";
 import type { LifecycleState } from "../domain/lifecycle.js";
+import type { TwinState } from "../domain/twin-state.js";
 import { limitBody, problem } from "../http/problem.js";
 import type { Logger } from "../logger.js";
 import type { JsonObject } from "../wot/rdf.js";
 import { isObject } from "../wot/thing-model.js";
 import { AugmentationError } from "./augmentation.js";
-import { type TwinState, TwinStateError } from "./twin.js";
+import { TwinStateError } from "./twin.js";
 import { TwinConflictError, TwinNotFoundError } from "./twin-runtime.js";
 
 /**

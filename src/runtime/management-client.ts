@@ -1,7 +1,7 @@
 import { createParser } from "eventsource-parser";
+import type { TwinState } from "../domain/twin-state.js";
 import type { JsonObject } from "../wot/rdf.js";
 import type { TwinStatus } from "./management-api.js";
-import type { TwinState } from "./twin.js";
 
 /**
  * The client of a twin process's management endpoint (src/runtime/management-api.ts), for the

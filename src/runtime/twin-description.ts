@@ -1,7 +1,7 @@
 import { LIFECYCLE_EVENTS, LIFECYCLE_STATES } from "../domain/lifecycle.js";
+import type { FidelityOverrides } from "../domain/twin-state.js";
 import type { JsonObject } from "../wot/rdf.js";
 import { AFFORDANCE_KINDS, isObject } from "../wot/thing-model.js";
-import type { FidelityOverrides } from "./twin.js";
 
 /**
  * The affordances every twin has on top of its schema's (dtc ontology terms as @type): its

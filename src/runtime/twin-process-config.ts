@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { ConfigError, port, urlWithScheme } from "../config.js";
 import { errorMessage } from "../domain/errors.js";
-import { TWIN_ID, type TwinConfig } from "./twin.js";
+import { TWIN_ID, type TwinConfig } from "../domain/twin-state.js";
 
 /**
  * The configuration of a standalone twin process (src/twin-main.ts): one twin per process, as a

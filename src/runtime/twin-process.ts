@@ -5,6 +5,7 @@ import { z } from "zod";
 import { ConfigError } from "../config.js";
 import { errorMessage } from "../domain/errors.js";
 import { LIFECYCLE_STATES } from "../domain/lifecycle.js";
+import type { TwinState } from "../domain/twin-state.js";
 import type { Logger } from "../logger.js";
 import { thingModelsDir } from "../paths.js";
 import { loadThingModels, ModelResolutionError, ThingModelRegistry } from "../wot/model-registry.js";
@@ -22,7 +23,7 @@ import {
   type TwinProcessSubscriber,
   type TwinStatus,
 } from "./management-api.js";
-import { Twin, type TwinState, TwinStateError } from "./twin.js";
+import { Twin, TwinStateError } from "./twin.js";
 import type { TwinProcessSettings } from "./twin-process-config.js";
 import { managementTopicOf, TwinConflictError, TwinRuntime } from "./twin-runtime.js";
 

@@ -1,4 +1,5 @@
 import { DtcError, errorMessage } from "../domain/errors.js";
+import { TWIN_ID, type TwinConfig, type TwinState } from "../domain/twin-state.js";
 import { twinTdId } from "../domain/vocabulary.js";
 import type { Logger } from "../logger.js";
 import {
@@ -14,7 +15,7 @@ import { isObject } from "../wot/thing-model.js";
 import { AugmentationError } from "./augmentation.js";
 import { DigitalInterface } from "./digital-interface.js";
 import { attachToPhysicalTwin, type PhysicalAttachment } from "./mqtt-physical-adapter.js";
-import { TWIN_ID, Twin, type TwinConfig, type TwinState, TwinStateError } from "./twin.js";
+import { Twin, TwinStateError } from "./twin.js";
 import { describeTwin } from "./twin-description.js";
 
 /**

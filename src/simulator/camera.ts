@@ -1,4 +1,4 @@
-import { PtSimulator, type SetRateCommand, type SimulatorOptions } from "./faults.js";
+import { PtSimulator, type SetRateCommand, type SimulatorOptions } from "./pt-simulator.js";
 
 /** Road-user categories of the MASA camera schema. */
 export const CATEGORIES = ["pedestrian", "bicycle", "car", "motorcycle", "bus", "truck"] as const;

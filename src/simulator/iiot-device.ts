@@ -1,15 +1,9 @@
 import type { IClientOptions, MqttClient } from "mqtt";
 import { noDelay } from "../mqtt/connections.js";
 import { connectSimulatorClient } from "./connect.js";
-import {
-  checkFaults,
-  checkRate,
-  type Faults,
-  PtSimulator,
-  type Scheduler,
-  type SetRateCommand,
-  type SimulatorOptions,
-} from "./faults.js";
+import { checkFaults, checkRate, type Faults } from "./faults.js";
+import { PtSimulator, type SetRateCommand, type SimulatorOptions } from "./pt-simulator.js";
+import type { Scheduler } from "./scheduler.js";
 
 /** Options of a simulated IIoT device (schema thing-models/iiot-device.tm.jsonld). Default rate: 1 Hz. */
 export type IiotDeviceOptions = SimulatorOptions;

@@ -10,22 +10,7 @@ export {
   MASA_LONGITUDE,
 } from "./camera.js";
 export { connectSimulatorClient, type WaitForBroker } from "./connect.js";
-export {
-  checkFaults,
-  checkRate,
-  defaultScheduler,
-  type Faults,
-  MAX_RATE,
-  PtSimulator,
-  type ScheduledTask,
-  Scheduler,
-  type SetRateCommand,
-  type SimulatorEvents,
-  type SimulatorOptions,
-  type SimulatorState,
-  seededRandom,
-  WILL_PAYLOAD,
-} from "./faults.js";
+export { checkFaults, checkRate, type Faults, MAX_RATE, seededRandom } from "./faults.js";
 export {
   type IiotDeviceOptions,
   IiotDeviceSimulator,
@@ -33,3 +18,12 @@ export {
   type IiotFleetOptions,
   type IiotTelemetry,
 } from "./iiot-device.js";
+export {
+  PtSimulator,
+  type SetRateCommand,
+  type SimulatorEvents,
+  type SimulatorOptions,
+  type SimulatorState,
+  WILL_PAYLOAD,
+} from "./pt-simulator.js";
+export { defaultScheduler, type ScheduledTask, Scheduler } from "./scheduler.js";

@@ -1,6 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { LifecycleState } from "../../src/domain/lifecycle.js";
+import type { TwinState } from "../../src/domain/twin-state.js";
 import type { InstanceStatus, StatusListener } from "../../src/domain/twin-status.js";
 import {
   type InstanceHandle,
@@ -11,7 +12,6 @@ import {
   type PlatformErrorKind,
   type Readiness,
 } from "../../src/platforms/driver.js";
-import type { TwinState } from "../../src/runtime/twin.js";
 import type { JsonObject } from "../../src/wot/rdf.js";
 
 /**

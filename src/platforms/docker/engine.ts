@@ -1,6 +1,9 @@
+import { once } from "node:events";
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
+import { Readable, Writable } from "node:stream";
 import type Docker from "dockerode";
+import { errorMessage } from "../../domain/errors.js";
 import type { Logger } from "../../logger.js";
 import { PlatformError } from "../driver.js";
 import { type DockerEndpoint, dockerClient, engineAddress, engineProtocol } from "./endpoint.js";
@@ -246,7 +249,7 @@ export class DockerEngine {
   #retry(err: unknown): void {
     if (this.#closed) return;
     this.#logger?.warn(
-      { engine: this.address, err: (err as Error)?.message },
+      { engine: this.address, err: errorMessage(err) },
       "docker event stream lost; reconnecting",
     );
     clearTimeout(this.#reconnect);
@@ -261,5 +264,68 @@ export class DockerEngine {
     this.#streamAbort?.abort();
     this.#streamAbort = undefined;
     stream?.destroy?.();
+  }
+}
+
+/** Log lines of a container that failed at start, quoted in the error. */
+const LOG_TAIL = 20;
+
+/** An engine's failure as the port's error: no answer is `unavailable`, a refusal `failed`. */
+export function engineError(engine: DockerEngine, err: unknown, doing?: string): PlatformError {
+  if (err instanceof PlatformError) return err;
+  const status = (err as { statusCode?: number }).statusCode;
+  const message = (err as { json?: { message?: string } }).json?.message ?? errorMessage(err);
+  const what = `${doing ? `${doing}: ` : ""}the Docker engine at ${engine.address}`;
+  return status === undefined
+    ? new PlatformError(`${what} does not answer: ${message}`, "unavailable", { cause: err })
+    : new PlatformError(`${what} refused: ${message}`, "failed", { cause: err });
+}
+
+/** Image.inspect() of dockerode drops its abortSignal: the same request, abortable. */
+export function inspectImage(docker: Docker, image: string, abortSignal: AbortSignal): Promise<unknown> {
+  return new Promise((resolve, reject) =>
+    docker.modem.dial(
+      {
+        path: `/images/${image}/json`,
+        method: "GET",
+        abortSignal,
+        statusCodes: { 200: true, 404: "no such image", 500: "server error" },
+      },
+      (err, data) => (err ? reject(err) : resolve(data)),
+    ),
+  );
+}
+
+/** The last lines a container wrote (stdout and stderr, demultiplexed by docker-modem); "" if unreadable. */
+export async function containerLogs(engine: DockerEngine, container: Docker.Container): Promise<string> {
+  try {
+    const framed = (await engine.call("reading a container's logs", (abortSignal) =>
+      container.logs({ stdout: true, stderr: true, tail: LOG_TAIL, abortSignal }),
+    )) as unknown as Buffer;
+    const chunks: Buffer[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        chunks.push(chunk);
+        done();
+      },
+    });
+    const source = Readable.from([framed]);
+    engine.docker.modem.demuxStream(source, sink, sink);
+    await once(source, "end");
+    return Buffer.concat(chunks).toString("utf8").trim();
+  } catch {
+    return ""; // the logs only add to an error already being reported
+  }
+}
+
+/** Removes a container, forcibly; one already gone (or being removed) is not an error. */
+export async function removeContainer(engine: DockerEngine, id: string): Promise<void> {
+  try {
+    await engine.call("removing a container", (abortSignal) =>
+      engine.docker.getContainer(id).remove({ force: true, abortSignal }),
+    );
+  } catch (err) {
+    const status = (err as { statusCode?: number }).statusCode;
+    if (status !== 404 && status !== 409) throw err;
   }
 }

@@ -1,6 +1,7 @@
+import type { TwinConfig, TwinState } from "../../domain/twin-state.js";
 import type { Logger } from "../../logger.js";
 import type { MqttCredentials } from "../../mqtt/connections.js";
-import type { Twin, TwinConfig, TwinState } from "../../runtime/twin.js";
+import type { Twin } from "../../runtime/twin.js";
 import { TwinNotFoundError, TwinRuntime } from "../../runtime/twin-runtime.js";
 import type { ThingModelRegistry } from "../../wot/model-registry.js";
 import type { JsonObject } from "../../wot/rdf.js";
