@@ -1,4 +1,4 @@
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { z } from "zod";
 
 /** Every setting of the gateway, read from the environment once at start. */
@@ -66,8 +66,22 @@ export interface Config {
   corsOrigins: string[];
   /** Who may do what (see README "Security"). */
   security: SecurityConfig;
+  /** GET /metrics (Prometheus, reader role); undefined = DTC_METRICS=off. */
+  metrics: { maxTwins: number } | undefined;
+  /** The bearer token twin processes also accept on their /metrics (DTC_METRICS_TOKEN); undefined = none. */
+  metricsToken: string | undefined;
+  /** Where the Prometheus file-SD targets of the twin processes are written (absolute); undefined = off. */
+  prometheusSdFile: string | undefined;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+  /** A module's own level where it differs from logLevel (DTC_LOG_LEVELS), by module (LOG_MODULES). */
+  logLevels: Partial<Record<LogModule, Config["logLevel"]>>;
 }
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+/** The modules whose log level DTC_LOG_LEVELS can set (the `component` of their log lines). */
+export const LOG_MODULES = ["manager", "directory", "platform", "http", "mqtt-broker", "tracing"] as const;
+export type LogModule = (typeof LOG_MODULES)[number];
 
 export interface SecurityConfig {
   /** false only with DTC_AUTH=off, which is refused unless every listener binds loopback. */
@@ -238,7 +252,27 @@ export const ENVIRONMENT = {
     default: "",
     doc: "Comma-separated hosts callers may point the gateway at (Docker engines, twins' brokers; globs); unset = any.",
   },
+  DTC_METRICS: {
+    default: "on",
+    doc: "on: GET /metrics serves the gateway's metrics in Prometheus text format (reader role); off: no /metrics and nothing measured.",
+  },
+  DTC_METRICS_MAX_TWINS: {
+    default: "1000",
+    doc: "Most in-process twins with series of their own in /metrics (by id order; the rest are counted in dtc_twin_series_omitted); 0 = none (0-1000000).",
+  },
+  DTC_METRICS_TOKEN: {
+    default: "",
+    doc: "Bearer token Prometheus scrapes twin containers' /metrics (their management port) with; the gateway passes it to the twins it starts. Unset = their /metrics needs the twin's own management token.",
+  },
+  DTC_PROMETHEUS_SD_FILE: {
+    default: "",
+    doc: "Prometheus file_sd_configs JSON the gateway keeps current with every twin container's metrics target and labels (twin, schema, node, platform); unset = DTC_DATA_DIR/prometheus-targets.json, off = not written.",
+  },
   DTC_LOG_LEVEL: { default: "info", doc: "fatal, error, warn, info, debug, trace or silent." },
+  DTC_LOG_LEVELS: {
+    default: "",
+    doc: `A module's own log level, as module=level pairs separated by commas (e.g. manager=debug,directory=warn); modules: ${LOG_MODULES.join(", ")}; unset = DTC_LOG_LEVEL for all.`,
+  },
 } as const;
 
 export type EnvName = keyof typeof ENVIRONMENT;
@@ -292,6 +326,32 @@ const origins = list.refine(
   "must be * or origins like https://app.example (scheme, host and port only)",
 );
 
+/** module=level pairs, comma-separated: each module and level checked, none twice. */
+const moduleLevels = list.transform((pairs, ctx) => {
+  const levels: Partial<Record<LogModule, Config["logLevel"]>> = {};
+  for (const pair of pairs) {
+    const [module = "", level = "", ...rest] = pair.split("=").map((s) => s.trim());
+    if (rest.length > 0 || !pair.includes("=")) {
+      ctx.addIssue({ code: "custom", message: `"${pair}" is not module=level` });
+    } else if (!(LOG_MODULES as readonly string[]).includes(module)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `unknown module "${module}" (one of ${LOG_MODULES.join(", ")})`,
+      });
+    } else if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `unknown level "${level}" for ${module} (one of ${LOG_LEVELS.join(", ")})`,
+      });
+    } else if (levels[module as LogModule] !== undefined) {
+      ctx.addIssue({ code: "custom", message: `module "${module}" is given twice` });
+    } else {
+      levels[module as LogModule] = level as Config["logLevel"];
+    }
+  }
+  return levels;
+});
+
 const schema = z
   .object({
     DTC_PORT: port(""),
@@ -342,7 +402,18 @@ const schema = z
     DTC_WRITE_RATE_LIMIT: wholeNumber(1, 1_000_000, "writes per minute"),
     DTC_ALLOWED_IMAGES: list,
     DTC_ALLOWED_OUTBOUND_HOSTS: list,
-    DTC_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
+    DTC_METRICS: z.enum(["on", "off"]),
+    DTC_METRICS_MAX_TWINS: wholeNumber(0, 1_000_000, "twins"),
+    DTC_METRICS_TOKEN: z.string().refine((s) => !/[\s"]/.test(s), "must not contain spaces or quotes"),
+    // Prometheus reads a file_sd file by its extension.
+    DTC_PROMETHEUS_SD_FILE: z
+      .string()
+      .refine(
+        (s) => s === "" || s === "off" || s.endsWith(".json"),
+        'must be a path ending in .json, or "off"',
+      ),
+    DTC_LOG_LEVEL: z.enum(LOG_LEVELS),
+    DTC_LOG_LEVELS: moduleLevels,
   })
   .superRefine((env, ctx) => {
     if ((env.DTC_SPARQL_QUERY_URL === "") !== (env.DTC_SPARQL_UPDATE_URL === "")) {
@@ -427,6 +498,7 @@ const SECRETS: ReadonlySet<string> = new Set<EnvName>([
   "DTC_SPARQL_PASSWORD",
   "DTC_SPARQL_SEARCH_PASSWORD",
   "DTC_MQTT_PASSWORD",
+  "DTC_METRICS_TOKEN",
 ]);
 
 /** Reads and validates the configuration; throws ConfigError naming each bad variable and value. */
@@ -511,6 +583,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       allowedImages: v.DTC_ALLOWED_IMAGES,
       allowedOutboundHosts: v.DTC_ALLOWED_OUTBOUND_HOSTS,
     },
+    metrics: v.DTC_METRICS === "on" ? { maxTwins: v.DTC_METRICS_MAX_TWINS } : undefined,
+    metricsToken: v.DTC_METRICS_TOKEN || undefined,
+    prometheusSdFile:
+      v.DTC_PROMETHEUS_SD_FILE === "off"
+        ? undefined
+        : resolve(v.DTC_PROMETHEUS_SD_FILE || join(v.DTC_DATA_DIR, "prometheus-targets.json")),
     logLevel: v.DTC_LOG_LEVEL,
+    logLevels: v.DTC_LOG_LEVELS,
   };
 }

@@ -21,7 +21,7 @@ import { mountWellKnown } from "./directory/well-known.js";
 import { twinTdId } from "./domain/vocabulary.js";
 import { createApp } from "./http/app.js";
 import { mountTwinsProxy } from "./http/twins-proxy.js";
-import type { Logger } from "./logger.js";
+import { componentLogger, type Logger } from "./logger.js";
 import { mountManagerApi } from "./manager/api.js";
 import { Inventory } from "./manager/inventory.js";
 import { DtcManager } from "./manager/manager.js";
@@ -29,6 +29,8 @@ import { ManagerStore } from "./manager/manager-store.js";
 import { MANAGER_TD_ID, managerThingDescription } from "./manager/manager-td.js";
 import { type EmbeddedBroker, startEmbeddedBroker } from "./mqtt/embedded-broker.js";
 import { measureBrokerLatency } from "./mqtt/latency.js";
+import { GatewayMetrics, mountMetrics } from "./observability/metrics.js";
+import { watchTwinProcesses } from "./observability/prometheus-sd.js";
 import { packageVersion, thingModelsDir } from "./paths.js";
 import { DockerDriver } from "./platforms/docker/driver.js";
 import type { PlatformDriver } from "./platforms/driver.js";
@@ -88,6 +90,13 @@ function bootstrapAdmin(tokens: TokenService, dataDir: string, logger: Logger): 
 
 /** Wires the parts together and starts listening. */
 export async function startGateway(config: Config, logger: Logger): Promise<Gateway> {
+  // Each module's lines name it (component) and take its level from DTC_LOG_LEVELS.
+  const log = {
+    directory: componentLogger(logger, "directory"),
+    manager: componentLogger(logger, "manager"),
+    platform: componentLogger(logger, "platform"),
+    http: componentLogger(logger, "http"),
+  };
   mkdirSync(config.dataDir, { recursive: true });
   const models = new ThingModelRegistry();
   const schemas = await loadThingModels(models, thingModelsDir);
@@ -95,7 +104,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
 
   // Stored but not searchable (e.g. a context not available offline): said, never silent.
   const onIndexFailure = (id: string, message: string) =>
-    logger.warn({ td: id }, `directory: the TD is stored but not searchable: ${message}`);
+    log.directory.warn({ td: id }, `directory: the TD is stored but not searchable: ${message}`);
   const store: DirectoryStore = config.sparql
     ? new SparqlStore({ ...config.sparql, onIndexFailure })
     : new EmbeddedStore(join(config.dataDir, "directory"), {
@@ -103,13 +112,22 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
         indexReplicas: config.directory.searchIndexCopies,
       });
   await store.open();
-  const directory = new Directory(store);
+  // GET /metrics (DTC_METRICS); each part below gets its hook, none when off.
+  const metrics = config.metrics
+    ? new GatewayMetrics({ maxTwins: config.metrics.maxTwins, logger: componentLogger(logger, "metrics") })
+    : undefined;
+  const directory = new Directory(store, metrics ? { observeWrite: metrics.observeWrite } : {});
+  metrics?.watchDirectory(directory);
   const events = new DirectoryEvents();
   directory.onChange((change) => events.publish(change));
   const named = await loadNamedQueries();
   const limits = config.directory;
-  const purge = startPurge({ directory, intervalMs: limits.purgeIntervalMs, logger });
-  const twinStatus = new TwinStatusPublisher({ store, intervalMs: limits.statusIntervalMs, logger });
+  const purge = startPurge({ directory, intervalMs: limits.purgeIntervalMs, logger: log.directory });
+  const twinStatus = new TwinStatusPublisher({
+    store,
+    intervalMs: limits.statusIntervalMs,
+    logger: log.directory,
+  });
 
   // Known once listening; the routes read it per request.
   let publicBase = "";
@@ -149,7 +167,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
         ? {
             security: {
               authenticator,
-              logger: logger.child({ component: "mqtt-broker" }),
+              logger: componentLogger(logger, "mqtt-broker"),
               twinTopics: (id: string) => twinTopicsFor(id),
             },
           }
@@ -160,6 +178,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     });
     logger.info({ url: embedded.url, tlsUrl: embedded.tlsUrl }, "embedded MQTT broker listening");
   }
+  if (embedded) metrics?.watchBroker(embedded);
   const brokerUrl = config.mqttUrl ?? (embedded as EmbeddedBroker).url;
   const internal = (user: string) =>
     authenticator ? { username: user, password: authenticator.internalPassword(user) } : undefined;
@@ -188,7 +207,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     directory: store,
     publicBase: base,
     outbound: { allowedImages: security.allowedImages, allowedOutboundHosts: security.allowedOutboundHosts },
-    logger,
+    logger: log.manager,
   });
   const drivers = createDrivers({
     registry: models,
@@ -201,7 +220,9 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     pushIntervalMs: config.entanglementIntervalMs,
     ptClockSkewMs: config.ptClockSkewMs,
     platformTimeoutMs: config.manager.platformTimeoutMs,
-    logger,
+    ...(config.metricsToken !== undefined ? { metricsToken: config.metricsToken } : {}),
+    ...(metrics ? { commitObserver: metrics.commitObserver } : {}),
+    logger: log.platform,
   });
   manager = new DtcManager({
     store: managerStore,
@@ -213,13 +234,19 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     reconcileIntervalMs: config.manager.reconcileIntervalMs,
     checkpointIntervalMs: config.manager.checkpointIntervalMs,
     operationTimeoutMs: config.manager.operationTimeoutMs,
-    logger,
+    ...(metrics ? { observer: metrics.manager } : {}),
+    logger: log.manager,
   });
+  metrics?.watch({ inProcess: driverOf(drivers, InProcessDriver), manager });
+  // Prometheus file-based service discovery of the twin containers (DTC_PROMETHEUS_SD_FILE).
+  const scrapeTargets = config.prometheusSdFile
+    ? watchTwinProcesses(manager, { file: config.prometheusSdFile, logger })
+    : undefined;
 
   const app = createApp({
     version: packageVersion,
     startedAt: Date.now(),
-    logger,
+    logger: log.http,
     corsOrigins: config.corsOrigins,
     authenticator,
     anonymousDiscovery: security.anonymousDiscovery,
@@ -230,7 +257,9 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       ...(config.host === "0.0.0.0" || config.host === "::" ? [] : [config.host]),
     ],
     writesPerMinute: security.writesPerMinute,
+    ...(metrics ? { observeRequest: metrics.observeRequest } : {}),
   });
+  if (metrics) mountMetrics(app, metrics);
   mountWellKnown(app, {
     baseUrl: base,
     secure,
@@ -246,7 +275,13 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   mountJsonPathSearch(app, { store, timeoutMs: limits.searchTimeoutMs });
   mountNotificationsApi(app, { events });
   mountTokensApi(app, { tokens, publicBase: base });
-  mountManagerApi(app, { manager, maxBodyBytes: limits.maxBodyBytes, publicBase: base, secure, logger });
+  mountManagerApi(app, {
+    manager,
+    maxBodyBytes: limits.maxBodyBytes,
+    publicBase: base,
+    secure,
+    logger: log.http,
+  });
   mountTwinsProxy(app, (id) => manager.httpTarget(id), secure, {
     description: (id) => manager.runningDescription(id),
     maxBodyBytes: limits.maxBodyBytes,
@@ -304,6 +339,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   } catch (err) {
     events.close();
     await closeServer();
+    await scrapeTargets?.close();
     await manager.close().catch(() => undefined);
     await embedded?.close();
     purge.stop();
@@ -335,6 +371,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       purge.stop();
       await twinStatus.flush();
       twinStatus.close();
+      await scrapeTargets?.close();
       // Saves every twin's state; the instances stay desired, so the next start brings them back.
       await manager.close();
       await embedded?.close();

@@ -1,6 +1,7 @@
 import { ConfigError } from "./config.js";
 import { installLastResort } from "./last-resort.js";
 import { createLogger, type Logger } from "./logger.js";
+import { startTracing, type Tracing } from "./observability/tracing.js";
 import { startTwinProcess, type TwinProcess } from "./runtime/twin-process.js";
 import { loadTwinProcessSettings, type TwinProcessSettings } from "./runtime/twin-process-config.js";
 
@@ -25,7 +26,14 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger(settings.logLevel);
-  installLastResort(logger, { beforeExit: async () => proc?.close() });
+  // Off unless OTEL_EXPORTER_OTLP_ENDPOINT is set (a platform passes the gateway's OTEL_* on).
+  const tracing = await startTracing({ serviceName: "dtc-twin", logger });
+  installLastResort(logger, {
+    beforeExit: async () => {
+      await proc?.close();
+      await tracing.shutdown();
+    },
+  });
 
   // A signal during start is remembered and honoured once started (the twin's retained TD must
   // still be cleared), rather than killing the process half-way.
@@ -34,7 +42,7 @@ async function main(): Promise<void> {
   const stop = (reason: string) => {
     if (stopping) return;
     stopping = true;
-    if (proc) close(proc, logger, reason);
+    if (proc) close(proc, tracing, logger, reason);
   };
   process.once("SIGINT", () => stop("SIGINT"));
   process.once("SIGTERM", () => stop("SIGTERM"));
@@ -48,20 +56,21 @@ async function main(): Promise<void> {
   }
   const started = proc;
   started.shutdownRequested.then(() => stop("shutdown requested"));
-  if (stopping) close(started, logger, "signal during start");
+  if (stopping) close(started, tracing, logger, "signal during start");
 }
 
 /** Longest a close may take before the process exits anyway (a platform would kill it soon after). */
 const CLOSE_DEADLINE_MS = 8000;
 
-function close(proc: TwinProcess, logger: Logger, reason: string): void {
+function close(proc: TwinProcess, tracing: Tracing, logger: Logger, reason: string): void {
   logger.info({ reason }, "stopping");
   setTimeout(() => {
     logger.warn({ deadlineMs: CLOSE_DEADLINE_MS }, "closing took too long; exiting");
     process.exit(1);
   }, CLOSE_DEADLINE_MS).unref();
   proc.close().then(
-    () => process.exit(0),
+    // The last spans (the shutdown's) are exported before the process exits.
+    () => tracing.shutdown().then(() => process.exit(0)),
     (err: unknown) => {
       logger.error({ err }, "error while stopping");
       process.exit(1);

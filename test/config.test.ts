@@ -49,7 +49,11 @@ describe("configuration from the environment", () => {
         allowedImages: [],
         allowedOutboundHosts: [],
       },
+      metrics: { maxTwins: 1000 },
+      metricsToken: undefined,
+      prometheusSdFile: resolve("./data/prometheus-targets.json"),
       logLevel: "info",
+      logLevels: {},
     });
   });
 
@@ -204,6 +208,48 @@ describe("configuration from the environment", () => {
     expect(configError({ DTC_SPARQL_USER: "dtc", DTC_SPARQL_PASSWORD: "s3cret" }).message).toMatch(
       /DTC_SPARQL_USER: is for a remote SPARQL store/,
     );
+  });
+
+  it("takes a log level per module, naming an unknown module or level", () => {
+    expect(loadConfig({ DTC_LOG_LEVELS: " manager=debug , directory=warn" }).logLevels).toEqual({
+      manager: "debug",
+      directory: "warn",
+    });
+    expect(configError({ DTC_LOG_LEVELS: "manager=loud" }).message).toContain(
+      'DTC_LOG_LEVELS: unknown level "loud" for manager (one of fatal, error, warn, info, debug, trace, silent) (got "manager=loud")',
+    );
+    expect(configError({ DTC_LOG_LEVELS: "managr=debug" }).message).toContain('unknown module "managr"');
+    expect(configError({ DTC_LOG_LEVELS: "debug" }).message).toContain('"debug" is not module=level');
+    expect(configError({ DTC_LOG_LEVELS: "http=info,http=warn" }).message).toContain("given twice");
+  });
+
+  it("turns metrics off, and bounds the twins given series of their own", () => {
+    expect(loadConfig({ DTC_METRICS: "off" }).metrics).toBeUndefined();
+    expect(loadConfig({ DTC_METRICS_MAX_TWINS: "0" }).metrics).toEqual({ maxTwins: 0 });
+    expect(configError({ DTC_METRICS: "yes" }).issues[0]?.variable).toBe("DTC_METRICS");
+    expect(configError({ DTC_METRICS_MAX_TWINS: "-1" }).message).toContain(
+      'DTC_METRICS_MAX_TWINS: must be a whole number of twins (got "-1")',
+    );
+    expect(configError({ DTC_METRICS_MAX_TWINS: "2000000" }).message).toContain(
+      "must be between 0 and 1000000 twins",
+    );
+  });
+
+  it("places the Prometheus SD file, or writes none, and keeps the metrics token secret", () => {
+    expect(loadConfig({ DTC_DATA_DIR: "/var/lib/dtc" }).prometheusSdFile).toBe(
+      "/var/lib/dtc/prometheus-targets.json",
+    );
+    expect(loadConfig({ DTC_PROMETHEUS_SD_FILE: "sd/targets.json" }).prometheusSdFile).toBe(
+      resolve("sd/targets.json"),
+    );
+    expect(loadConfig({ DTC_PROMETHEUS_SD_FILE: "off" }).prometheusSdFile).toBeUndefined();
+    expect(configError({ DTC_PROMETHEUS_SD_FILE: "targets.yml" }).message).toContain(
+      "must be a path ending in .json",
+    );
+    expect(loadConfig({ DTC_METRICS_TOKEN: "s3cret" }).metricsToken).toBe("s3cret");
+    const bad = configError({ DTC_METRICS_TOKEN: "two words" });
+    expect(bad.issues[0]?.variable).toBe("DTC_METRICS_TOKEN");
+    expect(bad.message).not.toContain("two words");
   });
 
   it("needs both SPARQL endpoints or neither", () => {

@@ -153,6 +153,20 @@ describe("twinEnvironment", () => {
       expect((err as PlatformError).kind).toBe("conflict");
     }
   });
+
+  it("labels the twin's metrics with its node and platform; no metrics token unless the gateway has one", () => {
+    const vars = env(twinEnvironment(request()));
+    expect(vars).toMatchObject({ DTC_TWIN_NODE: "edge-1", DTC_TWIN_PLATFORM: "docker" });
+    expect(vars).not.toHaveProperty("DTC_METRICS_TOKEN");
+  });
+
+  it("passes the gateway's metrics token, beside the twin's own management token", () => {
+    const base = request();
+    const vars = env(
+      twinEnvironment({ ...base, gateway: { ...base.gateway, metricsToken: "scrape-token" } }),
+    );
+    expect(vars).toMatchObject({ DTC_METRICS_TOKEN: "scrape-token", DTC_TWIN_TOKEN: "secret-token" });
+  });
 });
 
 describe("containerCreateOptions", () => {

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import oxigraph from "oxigraph";
-import { DtcError } from "../domain/errors.js";
+import { DtcError, isDtcError } from "../domain/errors.js";
+import { withSpan } from "../observability/tracing.js";
 import type { JsonObject } from "../wot/rdf.js";
 import { isObject } from "../wot/thing-model.js";
 import { ValidationError, validateThingDescription } from "../wot/validation.js";
@@ -70,17 +71,42 @@ export interface DirectoryOptions {
   now?: () => number;
   /** Called after each acknowledged create, update and delete (notifications). */
   onChange?: (change: ThingChange) => void;
+  /** Told of every write and its outcome, "ok" or the error's kind (the gateway's metrics). */
+  observeWrite?: (operation: DirectoryWrite, outcome: string) => void;
 }
+
+export type DirectoryWrite = "create" | "update" | "patch" | "delete";
 
 export class Directory {
   readonly store: DirectoryStore;
   readonly #now: () => number;
   readonly #listeners = new Set<(change: ThingChange) => void>();
+  readonly #observeWrite: DirectoryOptions["observeWrite"];
 
   constructor(store: DirectoryStore, options: DirectoryOptions = {}) {
     this.store = store;
     this.#now = options.now ?? Date.now;
     if (options.onChange) this.#listeners.add(options.onChange);
+    this.#observeWrite = options.observeWrite;
+  }
+
+  /** `write`, told to the observer: `ok` names the operation a success was (a PUT creates or updates). */
+  async #observed<T>(
+    operation: DirectoryWrite,
+    write: () => Promise<T>,
+    ok: (result: T) => [DirectoryWrite, string] = () => [operation, "ok"],
+  ): Promise<T> {
+    const observe = this.#observeWrite;
+    if (!observe) return write();
+    let result: T;
+    try {
+      result = await write();
+    } catch (err) {
+      observe(operation, isDtcError(err) ? err.kind : "failed");
+      throw err;
+    }
+    observe(...ok(result));
+    return result;
   }
 
   now(): number {
@@ -137,8 +163,18 @@ export class Directory {
     if (reserved) throw new DirectoryError("invalid", `ids under ${reserved} are reserved`);
   }
 
-  /** Creates or replaces the TD with id `id`. */
-  async put(id: string, td: unknown): Promise<{ created: boolean; thing: StoredThing }> {
+  /** Creates or replaces the TD with id `id` (a refused one counts as an update). */
+  put(id: string, td: unknown): Promise<{ created: boolean; thing: StoredThing }> {
+    return withSpan("dtc.directory.put", { "dtc.td": id }, () =>
+      this.#observed(
+        "update",
+        () => this.#put(id, td),
+        (r) => [r.created ? "create" : "update", "ok"],
+      ),
+    );
+  }
+
+  async #put(id: string, td: unknown): Promise<{ created: boolean; thing: StoredThing }> {
     this.#checkId(id);
     if (!isObject(td))
       throw new DirectoryError("invalid", "the body is not a JSON object (a Thing Description)");
@@ -158,7 +194,11 @@ export class Directory {
   }
 
   /** Registers an anonymous TD under a new `urn:uuid:` id (UUID v4, as WoT Discovery recommends). */
-  async create(td: unknown): Promise<StoredThing> {
+  create(td: unknown): Promise<StoredThing> {
+    return withSpan("dtc.directory.create", {}, () => this.#observed("create", () => this.#create(td)));
+  }
+
+  async #create(td: unknown): Promise<StoredThing> {
     if (!isObject(td))
       throw new DirectoryError("invalid", "the body is not a JSON object (a Thing Description)");
     if (td.id !== undefined) {
@@ -174,7 +214,13 @@ export class Directory {
   }
 
   /** Applies an RFC 7396 merge patch to the TD with id `id`. */
-  async patch(id: string, patch: unknown): Promise<StoredThing> {
+  patch(id: string, patch: unknown): Promise<StoredThing> {
+    return withSpan("dtc.directory.patch", { "dtc.td": id }, () =>
+      this.#observed("patch", () => this.#patch(id, patch)),
+    );
+  }
+
+  async #patch(id: string, patch: unknown): Promise<StoredThing> {
     if (!isObject(patch)) throw new DirectoryError("invalid", "a merge patch of a TD must be a JSON object");
     const previous = await this.store.get(id);
     if (!previous) throw new DirectoryError("notFound", `no Thing Description with id ${id}`);
@@ -187,7 +233,17 @@ export class Directory {
   }
 
   /** Deletes the TD with id `id`; false when there was none. */
-  async delete(id: string): Promise<boolean> {
+  delete(id: string): Promise<boolean> {
+    return withSpan("dtc.directory.delete", { "dtc.td": id }, () =>
+      this.#observed(
+        "delete",
+        () => this.#delete(id),
+        (deleted) => ["delete", deleted ? "ok" : "notFound"],
+      ),
+    );
+  }
+
+  async #delete(id: string): Promise<boolean> {
     if (!(await this.store.delete(id))) return false;
     this.#changed({ type: "thing_deleted", id });
     return true;

@@ -1,5 +1,6 @@
 import type { Hono } from "hono";
 import { problem } from "../http/problem.js";
+import { spanMiddleware } from "../observability/tracing.js";
 import { jsonPathTextLimits } from "./query-limits.js";
 import { BUSY_RETRY_AFTER_SECONDS, type QueryPool, QueryRefusal, sharedQueryPool } from "./query-pool.js";
 import { type DirectoryStore, QueryError } from "./store.js";
@@ -41,6 +42,10 @@ export function mountJsonPathSearch(app: Hono, options: JsonPathSearchOptions): 
   const maxResultChars = options.maxResultChars ?? 16 * 1024 * 1024;
   const pool = options.pool ?? sharedQueryPool();
 
+  app.use(
+    "/search/jsonpath",
+    spanMiddleware("dtc.directory.search", () => ({ "dtc.search.kind": "jsonpath" })),
+  );
   app.get("/search/jsonpath", async (c) => {
     const bad = (detail: string, title = "Bad Request") => problem(c, { title, status: 400, detail });
     const text = c.req.query("query");

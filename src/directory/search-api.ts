@@ -1,6 +1,7 @@
 import type { Context, Hono } from "hono";
 import Negotiator from "negotiator";
 import { limitBody, problem } from "../http/problem.js";
+import { spanMiddleware } from "../observability/tracing.js";
 import { type NamedQueries, NamedQueryError } from "./named-queries.js";
 import { sparqlTextLimits } from "./query-limits.js";
 import { BUSY_RETRY_AFTER_SECONDS, type QueryPool, QueryRefusal, sharedQueryPool } from "./query-pool.js";
@@ -123,6 +124,19 @@ export function mountSearchApi(app: Hono, options: SearchApiOptions): void {
   const datasetGiven = (params: URLSearchParams) =>
     params.has("default-graph-uri") || params.has("named-graph-uri");
   const noDataset = "default-graph-uri and named-graph-uri are not supported: every query runs over all TDs";
+
+  // One span per search (tracing on): before the routes, which answer without calling on.
+  app.use(
+    "/search/sparql",
+    spanMiddleware("dtc.directory.search", () => ({ "dtc.search.kind": "sparql" })),
+  );
+  app.use(
+    "/search/named/:name",
+    spanMiddleware("dtc.directory.search", (c) => ({
+      "dtc.search.kind": "named",
+      "dtc.search.query": c.req.param("name") ?? "",
+    })),
+  );
 
   app.get("/search/sparql", async (c) => {
     const url = new URL(c.req.url);

@@ -1,5 +1,8 @@
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
+import { matchedRoutes } from "hono/route";
+import { METHOD_NAME_ALL } from "hono/router";
+import type { RouterRoute } from "hono/types";
 import type { Logger } from "../logger.js";
 import type { Authenticator } from "../security/authenticator.js";
 import { ValidationError } from "../wot/validation.js";
@@ -22,6 +25,34 @@ export interface AppOptions {
   allowedHosts?: string[];
   /** Writes per minute per principal before 429. */
   writesPerMinute?: number;
+  /** Told of every response (the gateway's metrics): `route` is the matched route's template. */
+  observeRequest?: (method: string, route: string, status: number, durationMs: number) => void;
+}
+
+/**
+ * The template of the route that answered (`/api/instances/:id`), never the path a client sent: a
+ * label value from a bounded set. The last matched route of the request's method, else the last
+ * `all` or middleware path matched (`/twins/*`, `/api/*`); "unmatched" when the not-found handler
+ * answered, or only the global middleware matched.
+ */
+export function routeTemplate(c: Context): string {
+  if (c.get(UNMATCHED)) return "unmatched";
+  const routes = matchedRoutes(c);
+  for (let i = routes.length - 1; i >= 0; i--) {
+    const route = routes[i] as RouterRoute;
+    if (route.method !== METHOD_NAME_ALL) return route.path;
+  }
+  const last = routes.at(-1)?.path;
+  return last === undefined || last === "*" || last === "/*" ? "unmatched" : last;
+}
+
+const UNMATCHED = "unmatchedRoute";
+
+declare module "hono" {
+  interface ContextVariableMap {
+    /** Set by the not-found handler: no route answered. */
+    unmatchedRoute: boolean;
+  }
 }
 
 /** The gateway's Hono app. Each area (directory, manager, twins) mounts its routes here. */
@@ -34,8 +65,21 @@ export function createApp({
   anonymousDiscovery = false,
   allowedHosts = [],
   writesPerMinute = 1200,
+  observeRequest,
 }: AppOptions): Hono {
   const app = new Hono();
+
+  // First, so that it sees every answer: those of the guards below too.
+  if (observeRequest) {
+    app.use("*", async (c, next) => {
+      const started = performance.now();
+      try {
+        await next();
+      } finally {
+        observeRequest(c.req.method, routeTemplate(c), c.res.status, performance.now() - started);
+      }
+    });
+  }
 
   // Browsers: no other origin unless configured (CORS), and no other host name than ours (DNS
   // rebinding: a page whose name resolves to 127.0.0.1 would otherwise be same-origin with us).
@@ -85,9 +129,10 @@ export function createApp({
     }),
   );
 
-  app.notFound((c) =>
-    problem(c, { title: "Not Found", status: 404, detail: `No resource at ${c.req.path}` }),
-  );
+  app.notFound((c) => {
+    c.set(UNMATCHED, true);
+    return problem(c, { title: "Not Found", status: 404, detail: `No resource at ${c.req.path}` });
+  });
 
   app.onError((err, c) => {
     if (err instanceof ValidationError) {

@@ -39,6 +39,7 @@ const write = (method: RouteAccess["method"], path: string, access: Access, titl
 export const ROUTES: readonly RouteAccess[] = [
   read("/healthz", "public", "liveness"),
   read("/.well-known/wot", "public", "the directory's TD (says how to authenticate)"),
+  read("/metrics", "reader", "Prometheus metrics"),
 
   // The directory (W3C WoT Discovery).
   read("/things", "reader", "list TDs", true),

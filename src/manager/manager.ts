@@ -6,6 +6,8 @@ import { LIFECYCLE_STATES } from "../domain/lifecycle.js";
 import type { TwinState } from "../domain/twin-state.js";
 import { TWIN_TD_PREFIX } from "../domain/vocabulary.js";
 import type { Logger } from "../logger.js";
+import { tracedDriver } from "../observability/traced-driver.js";
+import { annotateSpan, tracingOn, withSpan } from "../observability/tracing.js";
 import type { InstanceHandle, InstanceStatus, PlatformDriver, Readiness } from "../platforms/driver.js";
 import type { JsonObject } from "../wot/rdf.js";
 import { asManagerError, invalid, ManagerError, notFound } from "./errors.js";
@@ -21,6 +23,7 @@ import {
   type SnapshotSummary,
   startInput,
 } from "./model.js";
+import { type ManagerObserver, type OperationKind, outcomeOf } from "./observer.js";
 import { OperationQueue, OperationTimeout, settledWithin } from "./operation-queue.js";
 import { type Candidate, freeOn, misfits, type Resources, rankCandidates } from "./placement.js";
 import { TwinPublication } from "./publication.js";
@@ -64,6 +67,8 @@ export interface ManagerOptions {
   reconcileDeadlineMs?: number;
   /** Longest close() takes, ms (default CLOSE_DEADLINE_MS). */
   closeDeadlineMs?: number;
+  /** Told of operations, reconcile passes and failures (the gateway's metrics); none: not told. */
+  observer?: ManagerObserver;
   logger?: Logger;
 }
 
@@ -97,7 +102,8 @@ export class DtcManager {
     this.#options = options;
     this.#store = options.store;
     this.#inventory = options.inventory;
-    this.#drivers = new Map(options.drivers.map((d) => [d.platform, d]));
+    // Traced: each driver call a span inside the operation's (tracing on only).
+    this.#drivers = new Map(options.drivers.map((d) => [d.platform, tracingOn() ? tracedDriver(d) : d]));
     this.#logger = options.logger;
     this.#queue = new OperationQueue({
       timeoutMs: options.operationTimeoutMs ?? DEFAULT_OPERATION_TIMEOUT_MS,
@@ -125,6 +131,7 @@ export class DtcManager {
         if (current) this.#save(current, { gaveUp: { reason, at: new Date().toISOString() } });
       },
       isClosed: () => this.#closed,
+      ...(options.observer ? { observer: options.observer } : {}),
       ...(options.reconcileDeadlineMs !== undefined ? { deadlineMs: options.reconcileDeadlineMs } : {}),
       ...(options.logger ? { logger: options.logger } : {}),
     });
@@ -155,6 +162,23 @@ export class DtcManager {
   /** The TD of a running twin as its runtime exposes it (the broker's ACLs read its PT topics). */
   runningDescription(id: string): JsonObject | undefined {
     return this.#running.get(id)?.handle.description();
+  }
+
+  /** The instances that run now, each with its record and its platform's handle. */
+  *running(): Generator<{ record: InstanceRecord; handle: InstanceHandle; failed?: string }> {
+    for (const [id, running] of this.#running.entries()) {
+      const record = this.#store.instances.get(id);
+      if (record)
+        yield { record, handle: running.handle, ...(running.failed ? { failed: running.failed } : {}) };
+    }
+  }
+
+  /**
+   * Calls `listener` whenever what runs changes: an instance starts or stops running here, moves,
+   * or its platform replaces it (a restart). With an id, or undefined for all of them.
+   */
+  onRunningChange(listener: (id: string | undefined) => void): () => void {
+    return this.#running.onChange(listener);
   }
 
   // ---- nodes and candidates
@@ -234,27 +258,32 @@ export class DtcManager {
     const node = this.#inventory.node(request.node);
     const configuration = resolveConfiguration(pkg, request.configuration);
     const id = request.id ?? this.#newId(pkg.id);
-    const starting = this.#serial(id, `starting instance "${id}" on node "${node.id}"`, async (signal) => {
-      this.#mustBeFree(id);
-      await this.#checkFit(pkg, node, undefined, request.fidelity?.desiredTimeliness);
-      signal.throwIfAborted();
-      const now = new Date().toISOString();
-      const record: InstanceRecord = {
-        id,
-        package: pkg.id,
-        schema: pkg.schema,
-        node: node.id,
-        platform: node.platform,
-        configuration,
-        ...(request.fidelity ? { fidelity: request.fidelity } : {}),
-        ...(request.brokerUrl ? { brokerUrl: request.brokerUrl } : {}),
-        desired: "running",
-        createdAt: now,
-        updatedAt: now,
-      };
-      await this.#create(record, undefined, "never", signal);
-      return this.#view(record, { td: true });
-    });
+    const starting = this.#operation(
+      "start",
+      id,
+      `starting instance "${id}" on node "${node.id}"`,
+      async (signal) => {
+        this.#mustBeFree(id);
+        await this.#checkFit(pkg, node, undefined, request.fidelity?.desiredTimeliness);
+        signal.throwIfAborted();
+        const now = new Date().toISOString();
+        const record: InstanceRecord = {
+          id,
+          package: pkg.id,
+          schema: pkg.schema,
+          node: node.id,
+          platform: node.platform,
+          configuration,
+          ...(request.fidelity ? { fidelity: request.fidelity } : {}),
+          ...(request.brokerUrl ? { brokerUrl: request.brokerUrl } : {}),
+          desired: "running",
+          createdAt: now,
+          updatedAt: now,
+        };
+        await this.#create(record, undefined, "never", signal);
+        return this.#view(record, { td: true });
+      },
+    );
     return starting.catch((err: unknown) => {
       if (err instanceof OperationTimeout && this.#store.instances.get(id)) {
         throw new OperationTimeout(
@@ -267,7 +296,7 @@ export class DtcManager {
 
   /** Stop: detached from the PT (Done); its TD stays in the directory with its state. */
   async stop(id: string): Promise<InstanceView> {
-    return this.#serial(id, `stopping instance "${id}"`, async () => {
+    return this.#operation("stop", id, `stopping instance "${id}"`, async () => {
       const record = this.#record(id);
       const running = this.#runningOf(record);
       await running.handle.stop();
@@ -279,7 +308,7 @@ export class DtcManager {
 
   /** Start a stopped instance again (resume): it attaches to its PT with the state it had. */
   async resume(id: string): Promise<InstanceView> {
-    return this.#serial(id, `starting instance "${id}" again`, async () => {
+    return this.#operation("resume", id, `starting instance "${id}" again`, async () => {
       const record = this.#record(id);
       const running = this.#runningOf(record);
       const lifecycle = running.handle.status().lifecycle;
@@ -293,10 +322,15 @@ export class DtcManager {
 
   /** Restart: fresh from its original configuration, same id, TD and URLs. */
   async restart(id: string): Promise<InstanceView> {
-    return this.#serial(id, `restarting instance "${id}"`, async () => {
+    return this.#operation("restart", id, `restarting instance "${id}"`, async () => {
       const record = this.#record(id);
       const running = this.#runningOf(record);
-      await running.handle.restart();
+      try {
+        await running.handle.restart();
+      } finally {
+        // A new process (a container) with new addresses, or none when the restart failed.
+        this.#running.changed(id);
+      }
       // The saved state is the old twin's: a crash now must not bring it back.
       this.#store.states.delete(id);
       running.savedFingerprint = undefined;
@@ -307,7 +341,7 @@ export class DtcManager {
 
   /** Remove: the twin, its TD and status in the directory, its saved state and its snapshots. */
   async remove(id: string): Promise<void> {
-    await this.#serial(id, `removing instance "${id}"`, async () => {
+    await this.#operation("remove", id, `removing instance "${id}"`, async () => {
       this.#record(id);
       await this.#publication.unpublish(id);
       const running = this.#running.forget(id);
@@ -356,7 +390,7 @@ export class DtcManager {
 
   /** Snapshot: configuration, state and history, kept until removed (or the instance is). */
   async snapshot(id: string): Promise<SnapshotSummary> {
-    return this.#serial(id, `taking a snapshot of instance "${id}"`, async () => {
+    return this.#operation("snapshot", id, `taking a snapshot of instance "${id}"`, async () => {
       const record = this.#record(id);
       const running = this.#runningOf(record);
       const kept = this.#store.snapshotCount(id);
@@ -413,31 +447,36 @@ export class DtcManager {
     this.#inventory.checkBrokerUrl(snapshot.record.brokerUrl);
     const node = this.#inventory.node(parsed.data.node);
     const id = parsed.data.id ?? snapshot.instance;
-    return this.#serial(id, `restoring snapshot ${snapshotId} as instance "${id}"`, async (signal) => {
-      const existing = this.#store.instances.get(id);
-      const pkg = this.#packageFor(snapshot.record, node);
-      await this.#checkFit(pkg, node, id, snapshot.record.fidelity?.desiredTimeliness);
-      signal.throwIfAborted();
-      const now = new Date().toISOString();
-      const { gaveUp: _, ...recorded } = structuredClone(snapshot.record);
-      const record: InstanceRecord = {
-        ...recorded,
-        id,
-        package: pkg.id,
-        node: node.id,
-        platform: node.platform,
-        desired: "running",
-        createdAt: existing?.createdAt ?? now,
-        updatedAt: now,
-        origin: { restoredFrom: snapshotId },
-        failures: existing?.failures,
-      };
-      const previous = this.#running.forget(id);
-      if (previous) await previous.handle.remove({ handover: true });
-      this.#reconciler.forget(id);
-      await this.#create(record, snapshot.state, "after", signal, existing);
-      return { view: this.#view(record, { td: true }), created: existing === undefined };
-    });
+    return this.#operation(
+      "restore",
+      id,
+      `restoring snapshot ${snapshotId} as instance "${id}"`,
+      async (signal) => {
+        const existing = this.#store.instances.get(id);
+        const pkg = this.#packageFor(snapshot.record, node);
+        await this.#checkFit(pkg, node, id, snapshot.record.fidelity?.desiredTimeliness);
+        signal.throwIfAborted();
+        const now = new Date().toISOString();
+        const { gaveUp: _, ...recorded } = structuredClone(snapshot.record);
+        const record: InstanceRecord = {
+          ...recorded,
+          id,
+          package: pkg.id,
+          node: node.id,
+          platform: node.platform,
+          desired: "running",
+          createdAt: existing?.createdAt ?? now,
+          updatedAt: now,
+          origin: { restoredFrom: snapshotId },
+          failures: existing?.failures,
+        };
+        const previous = this.#running.forget(id);
+        if (previous) await previous.handle.remove({ handover: true });
+        this.#reconciler.forget(id);
+        await this.#create(record, snapshot.state, "after", signal, existing);
+        return { view: this.#view(record, { td: true }), created: existing === undefined };
+      },
+    );
   }
 
   /**
@@ -453,9 +492,10 @@ export class DtcManager {
     const parsed = moveInput.safeParse(input);
     if (!parsed.success) throw invalid("move request", parsed.error);
     const node = this.#inventory.node(parsed.data.node);
-    return this.#serial(id, `moving instance "${id}" to node "${node.id}"`, async (signal) => {
+    return this.#operation("move", id, `moving instance "${id}" to node "${node.id}"`, async (signal) => {
       const record = this.#record(id);
       const source = this.#runningOf(record);
+      annotateSpan({ "dtc.node.target": node.id, "dtc.platform.target": node.platform });
       if (record.node === node.id)
         throw new ManagerError("conflict", `instance "${id}" already runs on node "${node.id}"`);
       const pkg = this.#packageFor(record, node);
@@ -481,7 +521,10 @@ export class DtcManager {
         await handle
           .remove({ handover: true })
           .catch((err) =>
-            this.#logger?.debug({ err, instance: id }, "removing a given-up move's target failed"),
+            this.#logger?.debug(
+              { err, instance: id, node: node.id },
+              "removing a given-up move's target failed",
+            ),
           );
         throw signal.reason;
       }
@@ -491,7 +534,7 @@ export class DtcManager {
       try {
         await source.handle.remove({ handover: true });
       } catch (err) {
-        this.#logger?.warn({ err, instance: id }, "removing the source of a move failed");
+        this.#logger?.warn({ err, instance: id, node: record.node }, "removing the source of a move failed");
       }
       await this.#publication.publish(moved, handle);
       return this.#view(moved, { td: true });
@@ -509,7 +552,7 @@ export class DtcManager {
     const state = await this.#serial(id, `exporting the state of instance "${id}"`, () =>
       this.#runningOf(source).handle.exportState(),
     );
-    return this.#serial(cloneId, `cloning instance "${id}" as "${cloneId}"`, async (signal) => {
+    return this.#operation("clone", cloneId, `cloning instance "${id}" as "${cloneId}"`, async (signal) => {
       this.#mustBeFree(cloneId);
       const pkg = this.#packageFor(source, node);
       await this.#checkFit(pkg, node, undefined, source.fidelity?.desiredTimeliness);
@@ -592,6 +635,28 @@ export class DtcManager {
     return this.#queue.run(id, what, operation);
   }
 
+  /** #serial for one of the operations of the API, told to the observer (metrics) when it settles. */
+  #operation<T>(
+    kind: OperationKind,
+    id: string,
+    what: string,
+    operation: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    const observer = this.#options.observer;
+    // A span dtc.manager.<kind> around the queued operation: its driver calls are its children.
+    const run = withSpan(`dtc.manager.${kind}`, { "dtc.instance": id, "dtc.operation": kind }, () =>
+      this.#serial(id, what, operation),
+    );
+    if (!observer) return run;
+    const started = performance.now();
+    const settled = (outcome: string) => observer.operation(kind, outcome, performance.now() - started);
+    run.then(
+      () => settled("ok"),
+      (err: unknown) => settled(outcomeOf(err)),
+    );
+    return run;
+  }
+
   /**
    * The one way an instance comes to run (start, restore, clone): its record made durable (with its
    * state when `saveState` is "before"), the twin launched, and on a failure everything put back as
@@ -606,6 +671,7 @@ export class DtcManager {
     previous?: InstanceRecord,
   ): Promise<void> {
     const withState = state !== undefined && saveState === "before";
+    annotateSpan({ "dtc.instance": record.id, "dtc.node": record.node, "dtc.platform": record.platform });
     // Desired state first: if the gateway dies mid-start, the reconcile loop finishes the job.
     this.#store.transaction(() => {
       this.#store.instances.put(record.id, record);
@@ -634,6 +700,7 @@ export class DtcManager {
   #record(id: string): InstanceRecord {
     const record = this.#store.instances.get(id);
     if (!record) throw notFound("DT Instance", id);
+    annotateSpan({ "dtc.node": record.node, "dtc.platform": record.platform });
     return record;
   }
 
@@ -720,7 +787,10 @@ export class DtcManager {
       await handle
         .remove()
         .catch((err) =>
-          this.#logger?.debug({ err, instance: record.id }, "removing a given-up start's twin failed"),
+          this.#logger?.debug(
+            { err, instance: record.id, node: record.node },
+            "removing a given-up start's twin failed",
+          ),
         );
     }
     signal.throwIfAborted();
@@ -736,7 +806,11 @@ export class DtcManager {
     running.unlisten = handle.onStatus({
       failed: (reason) => {
         running.failed = reason;
-        this.#logger?.warn({ instance: record.id, reason }, "the platform lost the instance");
+        this.#options.observer?.instanceLost(record.platform);
+        this.#logger?.warn(
+          { instance: record.id, node: record.node, reason },
+          "the platform lost the instance",
+        );
         const at = new Date().toISOString();
         void this.#serial(record.id, `recording the failure of instance "${record.id}"`, async () => {
           const current = this.#store.instances.get(record.id);
@@ -744,7 +818,9 @@ export class DtcManager {
           const count = (current.failures?.count ?? 0) + 1;
           this.#save(current, { failures: { count, last: { reason, at } } });
         })
-          .catch((err) => this.#logger?.warn({ err, instance: record.id }, "recording a failure failed"))
+          .catch((err) =>
+            this.#logger?.warn({ err, instance: record.id, node: record.node }, "recording a failure failed"),
+          )
           .then(() => this.reconcile());
       },
     });

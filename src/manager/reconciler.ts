@@ -6,6 +6,7 @@ import type { NodeTarget, PlatformDriver, Readiness } from "../platforms/driver.
 import type { Inventory } from "./inventory.js";
 import type { ManagerStore } from "./manager-store.js";
 import type { DtcNode, InstanceRecord } from "./model.js";
+import type { ManagerObserver } from "./observer.js";
 import { type OperationQueue, settledWithin } from "./operation-queue.js";
 import { fingerprint, type Running, type RunningInstances } from "./running.js";
 
@@ -52,6 +53,8 @@ export interface ReconcilerOptions {
   /** Records the outcome of a start on the instance (terminal failures). */
   recordTerminal(id: string, reason: string): void;
   isClosed(): boolean;
+  /** Told how long each pass took and which starts failed (the gateway's metrics). */
+  observer?: Pick<ManagerObserver, "reconciled" | "reconcileFailed">;
   deadlineMs?: number;
   now?: () => number;
   logger?: Logger;
@@ -78,8 +81,10 @@ export class Reconciler {
   /** One pass (a pass already under way is joined, not doubled). */
   reconcile(): Promise<void> {
     if (this.#o.isClosed()) return Promise.resolve();
+    const started = performance.now();
     this.#pass ??= this.#reconcileOnce().finally(() => {
       this.#pass = undefined;
+      this.#o.observer?.reconciled(performance.now() - started);
     });
     return this.#pass;
   }
@@ -168,7 +173,12 @@ export class Reconciler {
             running.forget(record.id);
             await stale.handle
               .remove()
-              .catch((err) => logger?.debug({ err, instance: record.id }, "removing a lost copy failed"));
+              .catch((err) =>
+                logger?.debug(
+                  { err, instance: record.id, node: stale.handle.node },
+                  "removing a lost copy failed",
+                ),
+              );
           }
           const saved = store.states.get(current.id);
           // Lost by its platform, the time it did not run counts against it (the runtime says the PT
@@ -185,7 +195,7 @@ export class Reconciler {
       });
     } catch (err) {
       // Given up by the queue (timed out): the queue recorded why.
-      logger?.debug({ err, instance: record.id }, "reconcile: the start was given up");
+      logger?.debug({ err, instance: record.id, node: record.node }, "reconcile: the start was given up");
     }
   }
 
@@ -193,17 +203,21 @@ export class Reconciler {
     const attempts = (this.#backoff.get(id)?.attempts ?? 0) + 1;
     const outcome = outcomeOf(err, attempts);
     this.#o.running.notRunning(id, errorMessage(err));
+    const record = this.#o.store.instances.get(id);
+    const platform = record?.platform ?? "unknown";
+    const node = record?.node;
+    this.#o.observer?.reconcileFailed(platform, isDtcError(err) ? err.kind : "failed");
     if (outcome.outcome === "terminal") {
       this.#gaveUp.add(id);
       this.#backoff.delete(id);
       this.#o.recordTerminal(id, outcome.reason);
-      this.#o.logger?.error({ err, instance: id }, "reconcile gave up starting the instance");
+      this.#o.logger?.error({ err, instance: id, node }, "reconcile gave up starting the instance");
       return;
     }
     if (outcome.outcome === "retry") {
       this.#backoff.set(id, { attempts, nextAt: this.#now() + outcome.afterMs });
       this.#o.logger?.warn(
-        { err, instance: id, attempts, retryInMs: outcome.afterMs },
+        { err, instance: id, node, attempts, retryInMs: outcome.afterMs },
         "reconcile could not start the instance",
       );
     }
@@ -261,7 +275,10 @@ export class Reconciler {
           await this.#o.queue
             .run(id, `saving the state of instance "${id}"`, () => this.saveState(id, running))
             .catch((err) =>
-              this.#o.logger?.warn({ err, instance: id }, "saving the instance's state failed"),
+              this.#o.logger?.warn(
+                { err, instance: id, node: running.handle.node },
+                "saving the instance's state failed",
+              ),
             );
         }
       }),

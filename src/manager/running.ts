@@ -29,6 +29,22 @@ export class RunningInstances {
   readonly #running = new Map<string, Running>();
   /** Why an instance could not be started, or its last operation was given up (cleared once it runs). */
   readonly #notRunning = new Map<string, string>();
+  /** Told when an instance's copy starts or stops being followed, or is replaced (a restart). */
+  readonly #listeners = new Set<(id: string | undefined) => void>();
+
+  /** Calls `listener` with the instance's id (undefined: all of them) whenever what runs changes. */
+  onChange(listener: (id: string | undefined) => void): () => void {
+    const registration = (id: string | undefined) => listener(id);
+    this.#listeners.add(registration);
+    return () => {
+      this.#listeners.delete(registration);
+    };
+  }
+
+  /** What runs of instance `id` changed without a set or forget (its platform replaced it in place). */
+  changed(id: string | undefined): void {
+    for (const listener of [...this.#listeners]) listener(id);
+  }
 
   get(id: string): Running | undefined {
     return this.#running.get(id);
@@ -42,6 +58,7 @@ export class RunningInstances {
 
   set(id: string, running: Running): void {
     this.#running.set(id, running);
+    this.changed(id);
   }
 
   /** Stops following the instance's copy (the caller removes it from its platform). */
@@ -49,6 +66,7 @@ export class RunningInstances {
     const running = this.#running.get(id);
     running?.unlisten();
     this.#running.delete(id);
+    if (running) this.changed(id);
     return running;
   }
 
@@ -60,6 +78,7 @@ export class RunningInstances {
   clear(): void {
     for (const running of this.#running.values()) running.unlisten();
     this.#running.clear();
+    this.changed(undefined);
   }
 
   /** Why the instance does not run as it should, if known. */

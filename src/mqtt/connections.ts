@@ -185,14 +185,26 @@ export class SharedMqttConnection {
     };
   }
 
-  /** Publishes; kept while disconnected, up to MAX_OFFLINE_MESSAGES (see boundOfflineQueue). */
+  /** Whether the connection speaks MQTT 5 (user properties, e.g. a traceparent, go with messages). */
+  get v5(): boolean {
+    return this.#client.options.protocolVersion === 5;
+  }
+
+  /**
+   * Publishes; kept while disconnected, up to MAX_OFFLINE_MESSAGES (see boundOfflineQueue).
+   * `userProperties` go with the message over MQTT 5 and are left out over 3.1.1.
+   */
   publish(
     topic: string,
     payload: string | Buffer,
-    options: { retain?: boolean; qos?: 0 | 1 | 2 } = {},
+    options: { retain?: boolean; qos?: 0 | 1 | 2; userProperties?: Record<string, string> } = {},
   ): Promise<void> {
+    const properties =
+      this.v5 && options.userProperties && Object.keys(options.userProperties).length > 0
+        ? { properties: { userProperties: options.userProperties } }
+        : {};
     return this.#client
-      .publishAsync(topic, payload, { qos: options.qos ?? 0, retain: options.retain ?? false })
+      .publishAsync(topic, payload, { qos: options.qos ?? 0, retain: options.retain ?? false, ...properties })
       .then(() => {});
   }
 

@@ -47,6 +47,8 @@ export interface EmbeddedBroker {
    * Also runs every `revalidateIntervalMs`. Without security: nothing to do (0).
    */
   revalidate(): Promise<number>;
+  /** Clients connected now, and messages received from clients and delivered to them since the start. */
+  stats(): { clients: number; messagesIn: number; messagesOut: number };
   close(): Promise<void>;
 }
 
@@ -127,6 +129,17 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
   const host = options.host ?? "127.0.0.1";
   const broker = createAedes();
   const guard = options.security ? secure(broker, options.security) : undefined;
+  // Two counts (the metrics read them): a publish from a client, and each delivery of one.
+  const counts = { in: 0, out: 0 };
+  broker.on("publish", (_packet, client) => {
+    if (client) counts.in++;
+  });
+  const forward = broker.authorizeForward;
+  broker.authorizeForward = (client, packet) => {
+    const forwarded = forward.call(broker, client, packet);
+    if (forwarded) counts.out++;
+    return forwarded;
+  };
   // The certificate is read before anything listens: a missing file is a configuration error.
   let tlsFiles: { cert: Buffer; key: Buffer } | undefined;
   if (options.tls) {
@@ -168,6 +181,7 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     tlsUrl: tlsPort === undefined ? undefined : `mqtts://${urlHost}:${tlsPort}`,
     tlsPort,
     revalidate: () => guard?.revalidate() ?? Promise.resolve(0),
+    stats: () => ({ clients: broker.connectedClients, messagesIn: counts.in, messagesOut: counts.out }),
     close: async () => {
       guard?.stop();
       // aedes closes its clients' sockets, without which server.close() would wait for them.

@@ -47,6 +47,12 @@ export interface InstanceHandle {
   description(): JsonObject;
   /** Base URL the gateway forwards /twins/{path} to (as `${httpTarget()}/{path}`). */
   httpTarget(): string;
+  /**
+   * The base URL of the twin process's own metrics (GET `${metricsTarget()}/metrics`, its
+   * management port), for Prometheus service discovery. Absent or undefined: the twin's metrics
+   * are the gateway's (in-process twins).
+   */
+  metricsTarget?(): string | undefined;
   status(): InstanceStatus;
   /** Calls `listener` on status changes until the returned function is called. */
   onStatus(listener: StatusListener): () => void;

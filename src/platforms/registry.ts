@@ -1,6 +1,7 @@
 import type { ZodType } from "zod";
 import type { FieldIssue } from "../domain/errors.js";
 import type { Logger } from "../logger.js";
+import type { Twin } from "../runtime/twin.js";
 import type { ThingModelRegistry } from "../wot/model-registry.js";
 import { dockerPlatform } from "./docker/platform.js";
 import type { PlatformDriver } from "./driver.js";
@@ -36,6 +37,10 @@ export interface DriverContext {
   ptClockSkewMs?: number;
   /** Longest one platform API request may take, ms (DTC_PLATFORM_TIMEOUT_MS). */
   platformTimeoutMs?: number;
+  /** The bearer token Prometheus scrapes twin processes' /metrics with (DTC_METRICS_TOKEN). */
+  metricsToken?: string;
+  /** The commit hook of each twin the gateway runs in its own process (its metrics); none: unset. */
+  commitObserver?: (twin: Twin, node: string) => Twin["onCommit"];
   logger?: Logger;
 }
 

@@ -7,6 +7,7 @@ import type { LifecycleState } from "../domain/lifecycle.js";
 import type { TwinState } from "../domain/twin-state.js";
 import { limitBody, problem } from "../http/problem.js";
 import type { Logger } from "../logger.js";
+import { remoteContext, spanMiddleware } from "../observability/tracing.js";
 import type { JsonObject } from "../wot/rdf.js";
 import { isObject } from "../wot/thing-model.js";
 import { AugmentationError } from "./augmentation.js";
@@ -83,6 +84,10 @@ export interface ManagementApiOptions {
   process: ManagedTwinProcess;
   /** Bearer token for every route but GET /health; undefined = open. */
   token?: string;
+  /** GET /metrics accepts this bearer token too (DTC_METRICS_TOKEN: Prometheus's, not the gateway's). */
+  metricsToken?: string;
+  /** The Prometheus text exposition GET /metrics answers; absent: no /metrics route. */
+  metrics?: () => Promise<{ contentType: string; body: string }>;
   /** Largest request body (a state with its history can be large), bytes (default 32 MiB). */
   maxBodyBytes?: number;
   /** How often an idle event stream gets a comment line, ms (default 15,000). */
@@ -120,23 +125,43 @@ export function createManagementApp(options: ManagementApiOptions): Hono {
   const keepAliveMs = options.keepAliveMs ?? 15_000;
   const app = new Hono();
 
-  if (token !== undefined) {
+  const managementTokens = token !== undefined ? [token] : [];
+  // Prometheus scrapes with its own token, which opens /metrics only.
+  const metricsTokens = [
+    ...managementTokens,
+    ...(options.metricsToken !== undefined ? [options.metricsToken] : []),
+  ];
+  if (metricsTokens.length > 0) {
     app.use("*", async (c, next) => {
       // Health stays open: Docker's HEALTHCHECK and readiness probes carry no credentials.
       if (c.req.path === "/health" && (c.req.method === "GET" || c.req.method === "HEAD")) return next();
+      const metrics = c.req.path === "/metrics";
+      const accepted = metrics ? metricsTokens : managementTokens;
+      if (accepted.length === 0) return next();
       const match = /^Bearer +(\S+) *$/i.exec(c.req.header("authorization") ?? "");
-      if (!match?.[1] || !sameSecret(match[1], token)) {
+      const given = match?.[1];
+      if (given === undefined || !accepted.some((t) => sameSecret(given, t))) {
         c.header("WWW-Authenticate", 'Bearer realm="dtc-twin"');
         return problem(c, {
           title: "Unauthorized",
           status: 401,
-          detail: "the management endpoint needs Authorization: Bearer <DTC_TWIN_TOKEN>",
+          detail: `the management endpoint needs Authorization: Bearer <${metrics && options.metricsToken !== undefined ? "DTC_METRICS_TOKEN" : "DTC_TWIN_TOKEN"}>`,
         });
       }
       return next();
     });
   }
   app.use("*", limitBody(options.maxBodyBytes ?? 32 * 1024 * 1024, "management requests"));
+  // The operations a driver asks for are spans in the trace its traceparent names (tracing on).
+  const parent = (c: Context) => remoteContext((name) => c.req.header(name));
+  const twin = () => ({ "dtc.twin": proc.health().id });
+  app.use(
+    "/state",
+    spanMiddleware((c) => (c.req.method === "PUT" ? "dtc.twin.import" : "dtc.twin.export"), twin, parent),
+  );
+  for (const operation of ["stop", "resume", "shutdown"]) {
+    app.use(`/${operation}`, spanMiddleware(`dtc.twin.${operation}`, twin, parent));
+  }
 
   app.onError((err, c) => {
     if (err instanceof BadRequestError || err instanceof TwinStateError || err instanceof AugmentationError) {
@@ -167,6 +192,14 @@ export function createManagementApp(options: ManagementApiOptions): Hono {
   app.get("/td", (c) => c.body(JSON.stringify(proc.td()), 200, { "Content-Type": "application/td+json" }));
 
   app.get("/status", (c) => c.json(proc.status()));
+
+  const metrics = options.metrics;
+  if (metrics) {
+    app.get("/metrics", async (c) => {
+      const { contentType, body } = await metrics();
+      return c.body(body, 200, { "Content-Type": contentType });
+    });
+  }
 
   app.get("/state", (c) => c.json(proc.exportState()));
 

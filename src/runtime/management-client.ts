@@ -1,5 +1,6 @@
 import { createParser } from "eventsource-parser";
 import type { TwinState } from "../domain/twin-state.js";
+import { traceHeaders } from "../observability/tracing.js";
 import type { JsonObject } from "../wot/rdf.js";
 import type { TwinStatus } from "./management-api.js";
 
@@ -73,7 +74,11 @@ export class TwinManagementClient {
     try {
       response = await fetch(url, {
         method,
-        headers: this.#headers(options.body === undefined ? {} : { "Content-Type": "application/json" }),
+        // traceparent (tracing on, a span active): the twin process's spans join the caller's trace.
+        headers: this.#headers({
+          ...traceHeaders(),
+          ...(options.body === undefined ? {} : { "Content-Type": "application/json" }),
+        }),
         body: options.body === undefined ? undefined : JSON.stringify(options.body),
         signal: AbortSignal.timeout(timeoutMs),
       });

@@ -1,4 +1,5 @@
 import type { SharedMqttConnection } from "../mqtt/connections.js";
+import { SpanKind, traceHeaders, tracingOn, withSpan } from "../observability/tracing.js";
 import { PhysicalTwinUnreachableError, type Twin } from "./twin.js";
 
 /**
@@ -43,7 +44,20 @@ export function attachToPhysicalTwin(
         new PhysicalTwinUnreachableError("the broker is unreachable: the command was not sent, try again"),
       );
     }
-    return connection.publish(topic, payload, { qos: 1 });
+    if (!tracingOn()) return connection.publish(topic, payload, { qos: 1 });
+    // A span per command; over MQTT 5 the PT gets its traceparent as a user property.
+    return withSpan(
+      "dtc.twin.command",
+      { "dtc.twin": twin.id, "messaging.system": "mqtt", "messaging.destination.name": topic },
+      () => {
+        const { traceparent } = traceHeaders();
+        return connection.publish(topic, payload, {
+          qos: 1,
+          ...(traceparent !== undefined && connection.v5 ? { userProperties: { traceparent } } : {}),
+        });
+      },
+      { kind: SpanKind.PRODUCER },
+    );
   });
   undo.push(
     connection.onConnection(

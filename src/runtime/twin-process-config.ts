@@ -40,6 +40,11 @@ export interface TwinProcessSettings {
   baseUri: string | undefined;
   /** Bearer token of the management routes (all but GET /health); undefined = open. */
   token: string | undefined;
+  /** A second bearer token GET /metrics accepts (Prometheus's); undefined = the management token only. */
+  metricsToken: string | undefined;
+  /** The node and platform labels of the twin's metrics. */
+  node: string;
+  platform: string;
   entanglementIntervalMs: number;
   /** How far ahead of the twin's clock a PT timestamp may be, ms. */
   ptClockSkewMs: number;
@@ -79,6 +84,15 @@ export const TWIN_ENVIRONMENT = {
     default: "",
     doc: "Bearer token every management route but GET /health requires; unset = no authentication.",
   },
+  DTC_METRICS_TOKEN: {
+    default: "",
+    doc: "Bearer token GET /metrics on the management port accepts besides DTC_TWIN_TOKEN (Prometheus's); unset = DTC_TWIN_TOKEN only.",
+  },
+  DTC_TWIN_NODE: { default: "", doc: "The DTC Node the twin runs on: the `node` label of its metrics." },
+  DTC_TWIN_PLATFORM: {
+    default: "docker",
+    doc: "The platform the twin runs on: the `platform` label of its metrics.",
+  },
   DTC_ENTANGLEMENT_INTERVAL_MS: {
     default: "1000",
     doc: "How often the twin evaluates its entanglement (ODTE) and pushes it to observers, ms (50-60000).",
@@ -96,7 +110,11 @@ export const TWIN_ENVIRONMENT = {
 export type TwinEnvName = keyof typeof TWIN_ENVIRONMENT;
 
 /** Never trimmed nor shown in error messages. */
-const SECRETS: ReadonlySet<string> = new Set<TwinEnvName>(["DTC_TWIN_TOKEN", "DTC_MQTT_PASSWORD"]);
+const SECRETS: ReadonlySet<string> = new Set<TwinEnvName>([
+  "DTC_TWIN_TOKEN",
+  "DTC_MQTT_PASSWORD",
+  "DTC_METRICS_TOKEN",
+]);
 /** Whole documents: shown in errors by their first characters only. */
 const DOCUMENTS: ReadonlySet<string> = new Set<TwinEnvName>(["DTC_TWIN"]);
 
@@ -116,6 +134,9 @@ const environment = z.object({
   DTC_TWIN_HOST: z.string().min(1, "must not be empty"),
   DTC_TWIN_BASE_URI: z.union([z.literal(""), urlWithScheme(["http", "https"])]),
   DTC_TWIN_TOKEN: z.string(),
+  DTC_METRICS_TOKEN: z.string(),
+  DTC_TWIN_NODE: z.string(),
+  DTC_TWIN_PLATFORM: z.string().min(1, "must not be empty"),
   DTC_ENTANGLEMENT_INTERVAL_MS: z
     .string()
     .regex(/^\d+$/, "must be a whole number of milliseconds")
@@ -265,6 +286,9 @@ export function loadTwinProcessSettings(env: NodeJS.ProcessEnv = process.env): T
     host: v.DTC_TWIN_HOST,
     baseUri: v.DTC_TWIN_BASE_URI ? v.DTC_TWIN_BASE_URI.replace(/\/+$/, "") : undefined,
     token: v.DTC_TWIN_TOKEN === "" ? undefined : v.DTC_TWIN_TOKEN,
+    metricsToken: v.DTC_METRICS_TOKEN === "" ? undefined : v.DTC_METRICS_TOKEN,
+    node: v.DTC_TWIN_NODE,
+    platform: v.DTC_TWIN_PLATFORM,
     entanglementIntervalMs: v.DTC_ENTANGLEMENT_INTERVAL_MS,
     ptClockSkewMs: v.DTC_PT_CLOCK_SKEW_MS,
     logLevel: v.LOG_LEVEL,

@@ -1,12 +1,14 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
+import { collectDefaultMetrics, Registry } from "prom-client";
 import { z } from "zod";
 import { ConfigError } from "../config.js";
 import { errorMessage } from "../domain/errors.js";
 import { LIFECYCLE_STATES } from "../domain/lifecycle.js";
 import type { TwinState } from "../domain/twin-state.js";
 import type { Logger } from "../logger.js";
+import { exposition, type TwinLabels, TwinMetrics, type TwinSample } from "../observability/twin-metrics.js";
 import { thingModelsDir } from "../paths.js";
 import { loadThingModels, ModelResolutionError, ThingModelRegistry } from "../wot/model-registry.js";
 import type { JsonObject } from "../wot/rdf.js";
@@ -100,11 +102,21 @@ export class TwinProcess implements ManagedTwinProcess {
   /** Mutating operations, one at a time (an import must not interleave with a stop). */
   #queue: Promise<unknown> = Promise.resolve();
   #closing: Promise<void> | undefined;
+  /** The node and platform labels of the twin's metrics. */
+  readonly #placement: { node: string; platform: string };
+  /** The registry of GET /metrics, made at the first scrape. */
+  #metrics: { registry: Registry; twins: TwinMetrics } | undefined;
 
-  private constructor(id: string, runtime: TwinRuntime, logger: Logger) {
+  private constructor(
+    id: string,
+    runtime: TwinRuntime,
+    logger: Logger,
+    placement: { node: string; platform: string },
+  ) {
     this.id = id;
     this.runtime = runtime;
     this.#logger = logger;
+    this.#placement = placement;
     this.httpPort = Number(new URL(runtime.digital.httpListenUrl).port);
     this.shutdownRequested = new Promise((resolve) => {
       this.#requestShutdown = resolve;
@@ -155,7 +167,10 @@ export class TwinProcess implements ManagedTwinProcess {
       ptClockSkewMs: settings.ptClockSkewMs,
       logger,
     });
-    const proc = new TwinProcess(config.twin.id, runtime, logger);
+    const proc = new TwinProcess(config.twin.id, runtime, logger, {
+      node: settings.node,
+      platform: settings.platform,
+    });
     try {
       await proc.#listen(settings, options);
       if (config.awaitState) {
@@ -189,6 +204,8 @@ export class TwinProcess implements ManagedTwinProcess {
     const app = createManagementApp({
       process: this,
       token: settings.token,
+      metricsToken: settings.metricsToken,
+      metrics: () => this.#scrape(),
       keepAliveMs: options.keepAliveMs,
       logger: this.#logger,
     });
@@ -230,6 +247,7 @@ export class TwinProcess implements ManagedTwinProcess {
 
   /** `twin` now runs: listened to, announced. */
   #running(twin: Twin): void {
+    twin.onCommit = this.#metricsRegistry().twins.updateObserver(this.#labels(twin));
     this.#unlisten = twin.listen({
       lifecycleChanged: () => this.#emit({ type: "lifecycle", data: statusOf(twin) }),
       entanglementEvaluated: () => this.#emit({ type: "entanglement", data: statusOf(twin) }),
@@ -271,6 +289,37 @@ export class TwinProcess implements ManagedTwinProcess {
     // The caller gets `run`'s rejection; the queue only orders, and must not stop at a failure.
     this.#queue = run.catch(() => {});
     return run;
+  }
+
+  /** The Prometheus exposition of the process and its twin (the same per-twin series as the gateway's). */
+  async #scrape(): Promise<{ contentType: string; body: string }> {
+    const { registry, twins } = this.#metricsRegistry();
+    return { contentType: registry.contentType, body: await exposition(registry, twins) };
+  }
+
+  #metricsRegistry(): { registry: Registry; twins: TwinMetrics } {
+    if (!this.#metrics) {
+      const registry = new Registry();
+      collectDefaultMetrics({ register: registry });
+      this.#metrics = { registry, twins: new TwinMetrics(registry, () => this.#samples()) };
+    }
+    return this.#metrics;
+  }
+
+  #samples(): TwinSample[] {
+    const twin = this.twin;
+    if (!twin) return [];
+    return [
+      {
+        ...this.#labels(twin),
+        status: statusOf(twin),
+        counters: twin.counters,
+      },
+    ];
+  }
+
+  #labels(twin: Twin): TwinLabels {
+    return { twin: twin.id, schema: twin.config.schema, ...this.#placement };
   }
 
   // --- what the management routes call ------------------------------------------------------

@@ -46,6 +46,8 @@ export interface TwinRuntimeOptions {
   pushIntervalMs?: number;
   /** How far ahead of the twin's clock a PT timestamp may be, ms (default MAX_FUTURE_SKEW_MS). */
   ptClockSkewMs?: number;
+  /** The commit hook each twin started here gets (Twin.onCommit: the metrics' histograms); none: unset. */
+  commitObserver?: (twin: Twin) => Twin["onCommit"];
   logger?: Logger;
 }
 
@@ -198,6 +200,7 @@ export class TwinRuntime {
 
   async #start(twin: Twin, description: JsonObject): Promise<Twin> {
     if (this.options.ptClockSkewMs !== undefined) twin.maxFutureSkewMs = this.options.ptClockSkewMs;
+    if (this.options.commitObserver) twin.onCommit = this.options.commitObserver(twin);
     const connection = this.#acquire(twin.config.brokerUrl ?? this.options.brokerUrl);
     const running: Running = { twin, connection, attachment: undefined, td: description };
     this.#track(running);

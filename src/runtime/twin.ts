@@ -12,6 +12,7 @@ import {
   type TwinEventType,
   type TwinState,
 } from "../domain/twin-state.js";
+import { endUpdate, inSpan, startUpdateSpan } from "../observability/tracing.js";
 import type { JsonObject } from "../wot/rdf.js";
 import { isObject } from "../wot/thing-model.js";
 import {
@@ -362,19 +363,32 @@ export class Twin {
    */
   /** How far ahead of this twin's clock a PT timestamp may be (its runtime sets DTC_PT_CLOCK_SKEW_MS). */
   maxFutureSkewMs = MAX_FUTURE_SKEW_MS;
+  /**
+   * Told of each committed update: PT timestamp -> commit and receipt -> commit, ms (the metrics'
+   * histograms). Set by the runtime when metrics are on; unset, it costs one property read.
+   */
+  onCommit: ((delayMs: number, processingMs: number) => void) | undefined;
 
   handleTelemetry(topic: string, payload: Uint8Array | string, receivedAt: number): StateRecord | undefined {
     const iface = this.iface;
     if (!iface || !this.attached) return undefined;
     this.counters.messages++;
+    // One update in a while is traced (tracing on): its steps are the span's events.
+    const span = startUpdateSpan(
+      this,
+      { "dtc.twin": this.id, "messaging.destination.name": topic },
+      receivedAt,
+    );
     let event: PhysicalEvent;
     let values: Record<string, unknown>;
     try {
       event = normalisePhysicalMessage(topic, payload, iface, receivedAt, this.maxFutureSkewMs);
       values = this.#shadow(event);
+      span?.addEvent("shadowing");
     } catch (err) {
       this.counters.rejected++;
       this.#record("messageRejected", receivedAt, { topic, reason: errorMessage(err) });
+      endUpdate(span, "rejected", err);
       return undefined;
     }
     if (!this.#heard) {
@@ -388,6 +402,7 @@ export class Twin {
     });
     for (const error of augmented.errors) this.#augmentationFailed(error, receivedAt);
     for (const disabled of augmented.disabled) this.#augmentationDisabled(disabled, receivedAt);
+    span?.addEvent("functions", { "dtc.functions.errors": augmented.errors.length });
     const last = this.#lastUpdate;
     const base = this.#sequence;
     if (event.sequence !== undefined && base !== undefined && event.sequence > base + 1) {
@@ -398,8 +413,10 @@ export class Twin {
     this.#window.recordUpdate(committedAt, event.ptTimestamp);
     if (this.#isStale(event, last)) {
       this.counters.stale++;
+      endUpdate(span, "stale");
       return undefined;
     }
+    this.onCommit?.(committedAt - event.ptTimestamp, committedAt - receivedAt);
     this.#sequence = event.sequence;
     this.#mayHaveRestarted = false;
     const record: StateRecord = {
@@ -416,7 +433,13 @@ export class Twin {
     }
     this.#lastUpdate = record;
     this.#states.push(record);
-    if (names.length > 0) for (const l of this.#listeners) l.propertiesChanged?.(names);
+    span?.addEvent("commit", { "dtc.update.properties": names.length });
+    // The listeners publish the update (MQTT, node-wot's observers): inside the update's span.
+    if (names.length > 0)
+      inSpan(span, () => {
+        for (const l of this.#listeners) l.propertiesChanged?.(names);
+      });
+    span?.addEvent("publish");
     // A Bound twin is judged on each update, not only when the runtime's timer comes round to it
     // (once per push interval, 1 s by default): otherwise a freshly bound twin whose ODTE already
     // reaches the threshold would wait up to a whole interval to be Entangled. Only while Bound, so
@@ -425,6 +448,7 @@ export class Twin {
     // The update that bound the twin counts too: whether the PT's status or its first message
     // arrives first is up to the broker, and the window judges both cases alike.
     if (this.#lifecycle.state === "Bound") this.evaluate(committedAt);
+    endUpdate(span, "committed");
     return record;
   }
 

@@ -1,4 +1,5 @@
 import type Docker from "dockerode";
+import { tracingEnvironment } from "../../observability/tracing.js";
 import type { InstanceSpec } from "../driver.js";
 import { PlatformError } from "../driver.js";
 import { type DockerEndpoint, isLocalEngine } from "./endpoint.js";
@@ -42,6 +43,8 @@ export interface GatewaySettings {
   brokerCredentials?: { username: string; password: string };
   pushIntervalMs?: number;
   ptClockSkewMs?: number;
+  /** The bearer token Prometheus scrapes twins' /metrics with (DTC_METRICS_TOKEN); undefined: the management token only. */
+  metricsToken?: string;
 }
 
 /** One container to create for an instance on a node. */
@@ -85,11 +88,17 @@ export function twinEnvironment(request: ContainerRequest): string[] {
     `DTC_TWIN_MANAGEMENT_PORT=${ports.management}`,
     `DTC_TWIN_BASE_URI=${gateway.httpBaseUri}`,
     `DTC_TWIN_TOKEN=${request.token}`,
+    // The labels of the twin's own metrics (its /metrics on the management port).
+    `DTC_TWIN_NODE=${request.node}`,
+    "DTC_TWIN_PLATFORM=docker",
+    ...(gateway.metricsToken !== undefined ? [`DTC_METRICS_TOKEN=${gateway.metricsToken}`] : []),
     ...(credentials
       ? [`DTC_MQTT_USERNAME=${credentials.username}`, `DTC_MQTT_PASSWORD=${credentials.password}`]
       : []),
     ...(gateway.pushIntervalMs ? [`DTC_ENTANGLEMENT_INTERVAL_MS=${gateway.pushIntervalMs}`] : []),
     ...(gateway.ptClockSkewMs !== undefined ? [`DTC_PT_CLOCK_SKEW_MS=${gateway.ptClockSkewMs}`] : []),
+    // Tracing on: the twin exports its spans where the gateway does (they join its traces).
+    ...tracingEnvironment(),
   ];
 }
 

@@ -76,6 +76,8 @@ export interface DockerDriverOptions {
   engineTimeoutMs?: number;
   /** Who a twin's container connects to the broker as (DTC_MQTT_USERNAME/PASSWORD); undefined: none. */
   brokerCredentials?: (twinId: string) => { username: string; password: string } | undefined;
+  /** Passed to the twins as DTC_METRICS_TOKEN: what Prometheus scrapes their /metrics with. */
+  metricsToken?: string;
   logger?: Logger;
 }
 
@@ -314,6 +316,7 @@ export class DockerDriver implements PlatformDriver {
         brokerCredentials: this.#options.brokerCredentials?.(spec.id),
         pushIntervalMs: this.#options.pushIntervalMs,
         ptClockSkewMs: this.#options.ptClockSkewMs,
+        ...(this.#options.metricsToken !== undefined ? { metricsToken: this.#options.metricsToken } : {}),
       },
     };
     const options = containerCreateOptions(request);

@@ -100,6 +100,11 @@ export class DockerInstance implements InstanceHandle {
     return deployment.httpTarget;
   }
 
+  /** The current container's management port: its /metrics (a restart moves it). */
+  metricsTarget(): string | undefined {
+    return this.#deployment?.client.baseUrl;
+  }
+
   status(): InstanceStatus {
     const status = this.#deployment?.status ?? { lifecycle: "Stopped" as LifecycleState };
     return this.#failed === undefined ? status : { ...status, failed: this.#failed };

@@ -39,6 +39,7 @@ export const dockerPlatform = {
       ...(context.pushIntervalMs !== undefined ? { pushIntervalMs: context.pushIntervalMs } : {}),
       ...(context.ptClockSkewMs !== undefined ? { ptClockSkewMs: context.ptClockSkewMs } : {}),
       ...(context.platformTimeoutMs !== undefined ? { engineTimeoutMs: context.platformTimeoutMs } : {}),
+      ...(context.metricsToken !== undefined ? { metricsToken: context.metricsToken } : {}),
       ...(context.logger ? { logger: context.logger } : {}),
     }),
 } as const satisfies PlatformPlugin<"docker">;

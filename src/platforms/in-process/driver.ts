@@ -39,6 +39,8 @@ export interface InProcessDriverOptions {
   pushIntervalMs?: number;
   /** How far ahead of a twin's clock a PT timestamp may be, ms. */
   ptClockSkewMs?: number;
+  /** The commit hook of each twin started on node `node` (the gateway's metrics); none: unset. */
+  commitObserver?: (twin: Twin, node: string) => Twin["onCommit"];
   logger?: Logger;
 }
 
@@ -58,6 +60,11 @@ export class InProcessDriver implements PlatformDriver {
   /** The runtime of an in-process node, once a twin was started there (for tests and diagnostics). */
   runtimeOf(nodeId: string): TwinRuntime | undefined {
     return this.#runtimes.get(nodeId);
+  }
+
+  /** Every twin running in this process, with its node (the gateway's metrics read them). */
+  *twins(): Generator<{ node: string; twin: Twin }> {
+    for (const [node, runtime] of this.#runtimes) for (const twin of runtime.list()) yield { node, twin };
   }
 
   async ready(node: NodeTarget): Promise<Readiness> {
@@ -130,8 +137,16 @@ export class InProcessDriver implements PlatformDriver {
     if (this.#closed) return Promise.reject(new Error("the in-process driver is closed"));
     let runtime = this.#creating.get(nodeId);
     if (!runtime) {
-      const { registry, brokerUrl, brokerCredentials, httpBaseUri, pushIntervalMs, ptClockSkewMs, logger } =
-        this.#options;
+      const {
+        registry,
+        brokerUrl,
+        brokerCredentials,
+        httpBaseUri,
+        pushIntervalMs,
+        ptClockSkewMs,
+        commitObserver,
+        logger,
+      } = this.#options;
       runtime = TwinRuntime.start({
         registry,
         brokerUrl,
@@ -140,6 +155,7 @@ export class InProcessDriver implements PlatformDriver {
         http: { port: 0, address: "127.0.0.1", baseUri: httpBaseUri() },
         pushIntervalMs,
         ...(ptClockSkewMs !== undefined ? { ptClockSkewMs } : {}),
+        ...(commitObserver ? { commitObserver: (twin: Twin) => commitObserver(twin, nodeId) } : {}),
         logger: logger?.child({ node: nodeId }),
       }).then(
         (started) => {

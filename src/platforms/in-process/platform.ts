@@ -14,6 +14,7 @@ export const inProcessPlatform = {
       httpBaseUri: context.httpBaseUri,
       ...(context.pushIntervalMs !== undefined ? { pushIntervalMs: context.pushIntervalMs } : {}),
       ...(context.ptClockSkewMs !== undefined ? { ptClockSkewMs: context.ptClockSkewMs } : {}),
+      ...(context.commitObserver ? { commitObserver: context.commitObserver } : {}),
       ...(context.logger ? { logger: context.logger } : {}),
     }),
 } as const satisfies PlatformPlugin<"in-process">;
