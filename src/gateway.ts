@@ -21,6 +21,7 @@ import { mountWellKnown } from "./directory/well-known.js";
 import { twinTdId } from "./domain/vocabulary.js";
 import { createApp } from "./http/app.js";
 import { mountTwinsProxy } from "./http/twins-proxy.js";
+import { mountUi } from "./http/ui.js";
 import { componentLogger, type Logger } from "./logger.js";
 import { mountManagerApi } from "./manager/api.js";
 import { Inventory } from "./manager/inventory.js";
@@ -282,6 +283,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     secure,
     logger: log.http,
   });
+  mountUi(app);
   mountTwinsProxy(app, (id) => manager.httpTarget(id), secure, {
     description: (id) => manager.runningDescription(id),
     maxBodyBytes: limits.maxBodyBytes,

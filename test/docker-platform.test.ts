@@ -111,6 +111,9 @@ describe("Docker platform driver (real engine)", () => {
       DTC_DATA_DIR: dataDir,
       DTC_STATUS_INTERVAL_MS: "200",
       DTC_AUTH: "on",
+      // A private vfs engine on a loaded 2-core machine (other suites build images beside it) can
+      // take longer than the default 10 s to create a container.
+      DTC_PLATFORM_TIMEOUT_MS: "60000",
       ...ports,
     });
     token = adminToken(gateway);

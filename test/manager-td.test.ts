@@ -54,7 +54,8 @@ describe("the manager's Thing Description", () => {
     const names = Object.keys(actionsOf(td));
     for (const name of TABLE_I) expect(names).toContain(name);
     expect(names).toEqual(MANAGER_ROUTES.map((r) => r.name));
-    expect(names).toHaveLength(27);
+    expect(names).toHaveLength(29);
+    expect(names).toEqual(expect.arrayContaining(["applyManifest", "getManifest"]));
   });
 
   it("says truthfully which actions are safe and idempotent", () => {

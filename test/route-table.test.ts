@@ -100,11 +100,15 @@ class Consumer {
     const form = route.document ? undefined : ((this.action(name).forms as JsonObject[])[0] as JsonObject);
     const href = form ? expand(String(form.href), variables) : `api${route.path}`;
     const method = form ? String(form["htv:methodName"]) : route.method;
+    // A route answering another type first (the manifest: YAML) is asked for JSON, which it also produces.
+    const produces = route.producesAlso?.[0] ?? route.produces ?? "application/json";
     const res = await fetch(new URL(href, `${this.base}/`), {
       method,
-      ...(options.body === undefined
-        ? {}
-        : { body: JSON.stringify(options.body), headers: { "Content-Type": String(form?.contentType) } }),
+      headers: {
+        Accept: produces,
+        ...(options.body === undefined ? {} : { "Content-Type": String(form?.contentType) }),
+      },
+      ...(options.body === undefined ? {} : { body: JSON.stringify(options.body) }),
     });
     const text = await res.text();
     expect(route.statuses as readonly number[], `${name} answered ${res.status}: ${text}`).toContain(
@@ -117,7 +121,6 @@ class Consumer {
       expect(text).toBe("");
       return { status: 204, body: {} as Json & Json[] };
     }
-    const produces = route.produces ?? "application/json";
     expect(res.headers.get("content-type"), name).toMatch(new RegExp(`^${produces.replace("+", "\\+")}`));
     const body = JSON.parse(text) as Json & Json[];
     const { td, complete } = this.#validator(route);
@@ -280,6 +283,29 @@ describe("the manager's route table", () => {
       status: 201,
       body: { id: "rt-3", origin: { restoredFrom: snapshot.id } },
     });
+
+    // Declarative apply (a dry run: the plan, nothing changed) and the objects as a manifest.
+    const plan = await api("applyManifest", {
+      variables: { dryRun: true },
+      body: [
+        {
+          apiVersion: "dtc/v1",
+          kind: "Node",
+          metadata: { name: "rt-node" },
+          spec: { platform: "in-process", tier: "edge", capabilities: { cpu: 1, memory: 256 } },
+        },
+      ],
+    });
+    expect(plan.body).toMatchObject({
+      dryRun: true,
+      results: [{ kind: "Node", name: "rt-node", action: "created" }],
+    });
+    const manifest = await api("getManifest", { variables: { kind: "Node" } });
+    expect(
+      (manifest.body as unknown as { items: { metadata: { name: string } }[] }).items.map(
+        (i) => i.metadata.name,
+      ),
+    ).toContain("edge-r");
 
     // Removals.
     await api("removeSnapshot", { variables: { id: String(snapshot.id) } });

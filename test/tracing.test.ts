@@ -1,8 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqtt from "mqtt";
@@ -15,110 +13,14 @@ import { IiotDeviceSimulator } from "../src/simulator/index.js";
 import { startBroker, type TestBroker, unavailable } from "./brokers.js";
 import { sample, waitFor } from "./helpers.js";
 import { call } from "./manager-client.js";
+import { type OtlpReceiver, startOtlpReceiver } from "./otlp-receiver.js";
 
 /**
  * Traces over OTLP/HTTP, end to end: a gateway process and a twin process export their spans to a
- * receiver of this test's own. No OpenTelemetry Collector or Jaeger is packaged in the registries
- * this project can reach, so the receiver is a loopback HTTP server that takes what the exporter
- * (@opentelemetry/exporter-trace-otlp-http) posts to /v1/traces: OTLP's JSON encoding, as a
- * collector's OTLP/HTTP receiver would. The processes run from the sources (tsx): what runs is
+ * receiver of this test's own (test/otlp-receiver.ts: a loopback server, as no collector is packaged
+ * in the registries this project can reach). The processes run from the sources (tsx): what runs is
  * what was just edited, without a build.
  */
-
-interface ReceivedSpan {
-  service: string;
-  traceId: string;
-  spanId: string;
-  parentSpanId: string;
-  name: string;
-  attributes: Record<string, unknown>;
-  events: string[];
-  status: number;
-}
-
-interface OtlpValue {
-  stringValue?: string;
-  boolValue?: boolean;
-  intValue?: number | string;
-  doubleValue?: number;
-}
-interface OtlpAttribute {
-  key: string;
-  value: OtlpValue;
-}
-interface OtlpExport {
-  resourceSpans?: {
-    resource?: { attributes?: OtlpAttribute[] };
-    scopeSpans?: {
-      spans?: {
-        traceId: string;
-        spanId: string;
-        parentSpanId?: string;
-        name: string;
-        attributes?: OtlpAttribute[];
-        events?: { name: string }[];
-        status?: { code?: number };
-      }[];
-    }[];
-  }[];
-}
-
-const otlpValue = (v: OtlpValue): unknown => v.stringValue ?? v.boolValue ?? v.intValue ?? v.doubleValue;
-const attributesOf = (list: OtlpAttribute[] = []) =>
-  Object.fromEntries(list.map((a) => [a.key, otlpValue(a.value)]));
-
-/** A loopback OTLP/HTTP (JSON) trace receiver: every span posted to it, and how many posts came. */
-async function startReceiver(): Promise<{
-  url: string;
-  spans: ReceivedSpan[];
-  posts: () => number;
-  close: () => Promise<void>;
-}> {
-  const spans: ReceivedSpan[] = [];
-  let posts = 0;
-  const server: Server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      posts++;
-      if (
-        req.method !== "POST" ||
-        req.url !== "/v1/traces" ||
-        !req.headers["content-type"]?.includes("json")
-      ) {
-        res.writeHead(415).end();
-        return;
-      }
-      const body = JSON.parse(Buffer.concat(chunks).toString()) as OtlpExport;
-      for (const rs of body.resourceSpans ?? []) {
-        const service = String(attributesOf(rs.resource?.attributes)["service.name"]);
-        for (const ss of rs.scopeSpans ?? []) {
-          for (const s of ss.spans ?? []) {
-            spans.push({
-              service,
-              traceId: s.traceId,
-              spanId: s.spanId,
-              parentSpanId: s.parentSpanId ?? "",
-              name: s.name,
-              attributes: attributesOf(s.attributes),
-              events: (s.events ?? []).map((e) => e.name),
-              status: s.status?.code ?? 0,
-            });
-          }
-        }
-      }
-      res.writeHead(200, { "Content-Type": "application/json" }).end("{}");
-    });
-  });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    spans,
-    posts: () => posts,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
-  };
-}
 
 const children = new Set<ChildProcess>();
 const dirs: string[] = [];
@@ -192,10 +94,10 @@ async function startAndMove(url: string, id: string): Promise<void> {
 }
 
 describe("tracing over OTLP/HTTP", () => {
-  let receiver: Awaited<ReturnType<typeof startReceiver>>;
+  let receiver: OtlpReceiver;
 
   beforeAll(async () => {
-    receiver = await startReceiver();
+    receiver = await startOtlpReceiver();
   });
 
   afterAll(async () => {
@@ -380,7 +282,7 @@ describe("tracing over OTLP/HTTP", () => {
   });
 
   it("sends nothing with OTEL_SDK_DISABLED=true, and its log lines carry no trace ids", async () => {
-    const silent = await startReceiver();
+    const silent = await startOtlpReceiver();
     const gateway = await startGateway({
       OTEL_EXPORTER_OTLP_ENDPOINT: silent.url,
       OTEL_SDK_DISABLED: "true",

@@ -4,6 +4,7 @@ import { matchedRoutes } from "hono/route";
 import { METHOD_NAME_ALL } from "hono/router";
 import type { RouterRoute } from "hono/types";
 import type { Logger } from "../logger.js";
+import { APPLY_MEDIA_TYPES } from "../manager/apply.js";
 import type { Authenticator } from "../security/authenticator.js";
 import { ValidationError } from "../wot/validation.js";
 import { authenticate, principalOf } from "./auth.js";
@@ -115,8 +116,14 @@ export function createApp({
     bodies(["application/sparql-query", "application/x-www-form-urlencoded", "application/sparql-update"]),
   );
   app.use("/api/schemas", bodies(["application/json", "application/tm+json", "application/ld+json"]));
+  // A manifest comes as YAML too (src/manager/apply.ts).
+  const manifests = bodies(APPLY_MEDIA_TYPES);
   app.use("/api/*", async (c, next) =>
-    c.req.path === "/api/schemas" ? next() : bodies(["application/json"])(c, next),
+    c.req.path === "/api/schemas"
+      ? next()
+      : c.req.path === "/api/apply"
+        ? manifests(c, next)
+        : bodies(["application/json"])(c, next),
   );
   app.use("/twins/*", bodies(["application/json"]));
 

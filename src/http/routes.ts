@@ -39,6 +39,8 @@ const write = (method: RouteAccess["method"], path: string, access: Access, titl
 export const ROUTES: readonly RouteAccess[] = [
   read("/healthz", "public", "liveness"),
   read("/.well-known/wot", "public", "the directory's TD (says how to authenticate)"),
+  read("/ui", "public", "the dashboard"),
+  read("/ui/*", "public", "the dashboard's files"),
   read("/metrics", "reader", "Prometheus metrics"),
 
   // The directory (W3C WoT Discovery).

@@ -6,6 +6,7 @@ import { problemOf } from "../http/error-status.js";
 import { limitBody, problem } from "../http/problem.js";
 import type { Logger } from "../logger.js";
 import type { JsonObject } from "../wot/rdf.js";
+import { Applier, acceptsJsonFirst, kindsOf, manifestYaml, parseManifest, YAML_MEDIA_TYPE } from "./apply.js";
 import { invalid, ManagerError } from "./errors.js";
 import { asManagerError, type DtcManager } from "./manager.js";
 import { managerThingDescription } from "./manager-td.js";
@@ -37,13 +38,19 @@ export interface ManagerApiOptions {
 
 type Params<R> = R extends { params: infer P extends z.ZodType } ? z.output<P> : Record<string, never>;
 type Query<R> = R extends { query: infer Q extends z.ZodType } ? z.output<Q> : Record<string, never>;
-type Body<R> = R extends { input: infer B extends z.ZodType } ? z.output<B> : undefined;
+type Body<R> = R extends { rawBody: true }
+  ? string
+  : R extends { input: infer B extends z.ZodType }
+    ? z.output<B>
+    : undefined;
 
 interface ApiRequest<R> {
   /** As given: an unknown id is the manager's 404. */
   params: Params<R>;
   query: Query<R>;
   body: Body<R>;
+  /** The request's Content-Type and Accept ("" when absent). */
+  headers: { contentType: string; accept: string };
 }
 
 interface Answer {
@@ -51,6 +58,8 @@ interface Answer {
   body?: unknown;
   /** Where what was created is (201). */
   location?: string;
+  /** The body is this media type's text, as is (the route's `producesAlso`, or a `produces` not JSON). */
+  type?: string;
 }
 
 type Handler<R> = (request: ApiRequest<R>) => Promise<Answer> | Answer;
@@ -102,6 +111,7 @@ const BOOLEANS: Record<string, boolean> = { true: true, false: false };
 
 async function readBody(c: Context, route: ApiRoute): Promise<unknown> {
   if (route.input === undefined) return undefined;
+  if (route.rawBody) return c.req.text();
   const parsed = route.input.safeParse(await body(c));
   if (!parsed.success) throw invalid(route.inputName ?? "request body", parsed.error);
   return parsed.data;
@@ -120,8 +130,10 @@ function handlers(
   manager: DtcManager,
   publicBase: () => string,
   secure: (td: JsonObject) => JsonObject,
+  maxBodyBytes: number,
 ): Handlers {
   const inventory = manager.inventory;
+  const applier = new Applier(manager, publicBase);
   const url = (path: string) => `${publicBase()}/api${path}`;
   const linked = <V extends { id: string }>(view: V) => ({
     ...view,
@@ -217,6 +229,22 @@ function handlers(
       const { view, created: isNew } = await manager.restore(params.id, body);
       return isNew ? createdInstance(view) : ok(linked(view));
     },
+
+    applyManifest: async ({ query, body, headers }) =>
+      ok(
+        await applier.apply(parseManifest(body, headers.contentType, maxBodyBytes), {
+          dryRun: query.dryRun,
+          prune: query.prune,
+        }),
+      ),
+    getManifest: ({ query, headers }) => {
+      const items = applier.manifest({
+        kinds: kindsOf(query.kind),
+        selector: query.selector?.split(","),
+      });
+      if (acceptsJsonFirst(headers.accept)) return { status: 200, body: { items }, type: "application/json" };
+      return { status: 200, body: manifestYaml(items), type: YAML_MEDIA_TYPE };
+    },
   };
 }
 
@@ -233,7 +261,7 @@ export function mountManagerApi(
     return problem(c, { title: "Internal Server Error", status: 500 });
   });
 
-  const handlerOf = handlers(manager, publicBase, secure) as Record<string, Handler<ApiRoute>>;
+  const handlerOf = handlers(manager, publicBase, secure, maxBodyBytes) as Record<string, Handler<ApiRoute>>;
   for (const route of MANAGER_API as readonly ApiRoute[]) {
     const handle = handlerOf[route.name] as Handler<ApiRoute>;
     const query = queryReader(route);
@@ -242,9 +270,13 @@ export function mountManagerApi(
         params: c.req.param() as ApiRequest<ApiRoute>["params"],
         query: query(c) as ApiRequest<ApiRoute>["query"],
         body: (await readBody(c, route)) as ApiRequest<ApiRoute>["body"],
+        headers: { contentType: c.req.header("content-type") ?? "", accept: c.req.header("accept") ?? "" },
       });
       if (answer.location !== undefined) c.header("Location", answer.location);
       if (answer.status === 204) return c.body(null, 204);
+      if (answer.type === "application/json") return c.json(answer.body, answer.status);
+      if (answer.type !== undefined)
+        return c.body(answer.body as string, answer.status, { "Content-Type": answer.type });
       if (route.produces === undefined) return c.json(answer.body, answer.status);
       return c.body(JSON.stringify(answer.body), answer.status, { "Content-Type": route.produces });
     });

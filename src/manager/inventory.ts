@@ -16,7 +16,7 @@ import { type JsonObject, toNQuads } from "../wot/rdf.js";
 import { AFFORDANCE_KINDS, isObject, type ThingModel, typesOf } from "../wot/thing-model.js";
 import { ValidationError } from "../wot/validation.js";
 import { invalid, ManagerError, notFound } from "./errors.js";
-import type { ManagerStore, StoredSchema } from "./manager-store.js";
+import type { ManagerStore, StoredLabels, StoredSchema } from "./manager-store.js";
 import {
   BUILTIN_TWIN_MODULE,
   type DtcNode,
@@ -82,6 +82,9 @@ export function slugOf(text: string): string {
 
 const fileSlug = (iri: string) =>
   slugOf(iri.slice(iri.lastIndexOf("/") + 1).replace(/\.tm\.jsonld?$|\.jsonld?$/, ""));
+
+/** Where the labels of a schema, package or instance are kept. */
+export const labelKey = (kind: StoredLabels["kind"], name: string) => `${kind}/${name}`;
 
 export class Inventory {
   readonly #store: ManagerStore;
@@ -368,18 +371,23 @@ export class Inventory {
         `DT Schema "${summary.id}" is used by package(s) ${users.join(", ")}`,
       );
     }
-    this.#store.schemas.delete(summary.id);
+    this.#store.transaction(() => {
+      this.#store.schemas.delete(summary.id);
+      this.#store.labels.delete(labelKey("Schema", summary.id));
+    });
     this.#registry.delete(summary.iri);
     await this.#directory.deleteGraph(inventoryGraph(summary.iri));
   }
 
   // ---- packages
 
-  async registerPackage(input: unknown): Promise<DtPackage> {
+  /** Registers a DT Package; `replace`: one with its id is replaced (not a built-in one). */
+  async registerPackage(input: unknown, options: { replace?: boolean } = {}): Promise<DtPackage> {
     const parsed = packageInput.safeParse(input);
     if (!parsed.success) throw invalid("DT Package", parsed.error);
     const data = parsed.data;
-    if (this.#store.packages.get(data.id)) {
+    const existing = this.#store.packages.get(data.id);
+    if (existing && (!options.replace || existing.builtIn)) {
       throw new ManagerError("conflict", `a DT Package with id "${data.id}" is already registered`);
     }
     const image = data.artefact.image;
@@ -459,8 +467,28 @@ export class Inventory {
     }
     if (instances > 0)
       throw new ManagerError("conflict", `package "${id}" has ${instances} instance(s); remove them first`);
-    this.#store.packages.delete(id);
+    this.#store.transaction(() => {
+      this.#store.packages.delete(id);
+      this.#store.labels.delete(labelKey("Package", id));
+    });
     await this.#directory.deleteGraph(inventoryGraph(this.packageIri(id)));
+  }
+
+  // ---- labels of schemas, packages and instances (a node's are its own)
+
+  /** The labels a manifest gave the object ({} when none). */
+  labelsOf(kind: StoredLabels["kind"], name: string): Record<string, string> {
+    return this.#store.labels.get(labelKey(kind, name))?.labels ?? {};
+  }
+
+  /** Every labelled schema, package and instance. */
+  labelled(): StoredLabels[] {
+    return this.#store.labels.all();
+  }
+
+  setLabels(kind: StoredLabels["kind"], name: string, labels: Record<string, string>): void {
+    if (Object.keys(labels).length === 0) this.#store.labels.delete(labelKey(kind, name));
+    else this.#store.labels.put(labelKey(kind, name), { kind, name, labels });
   }
 
   // ---- summaries and graphs

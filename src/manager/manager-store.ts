@@ -38,9 +38,26 @@ export interface StoredSnapshot {
   state: TwinState;
 }
 
-type Table = "nodes" | "schemas" | "packages" | "instances" | "states" | "snapshots" | "tokens";
+/** Labels of a schema, package or instance (a node keeps its own): what a manifest gave it (src/manager/apply.ts). */
+export interface StoredLabels {
+  kind: "Schema" | "Package" | "Instance";
+  name: string;
+  labels: Record<string, string>;
+}
 
-const TABLES: Table[] = ["nodes", "schemas", "packages", "instances", "states", "snapshots", "tokens"];
+type Table = "nodes" | "schemas" | "packages" | "instances" | "states" | "snapshots" | "tokens" | "labels";
+
+// CREATE TABLE IF NOT EXISTS: a table added later (labels) appears in an older data file, empty.
+const TABLES: Table[] = [
+  "nodes",
+  "schemas",
+  "packages",
+  "instances",
+  "states",
+  "snapshots",
+  "tokens",
+  "labels",
+];
 
 /**
  * One JSON document per id, per table. Small tables (the inventory, the instance records) are also
@@ -114,6 +131,8 @@ export class ManagerStore {
   /** The last saved state of each instance (checkpoints, stop, shutdown). */
   readonly states: Collection<TwinState>;
   readonly snapshots: Collection<StoredSnapshot>;
+  /** Labels of schemas, packages and instances, by `{kind}/{name}`. */
+  readonly labels: Collection<StoredLabels>;
 
   /** This gateway's id, made at its first start (its containers carry it). */
   readonly gatewayId: string;
@@ -145,6 +164,7 @@ export class ManagerStore {
     this.states = new Collection(db, "states", false);
     this.snapshots = new Collection(db, "snapshots", false);
     this.tokens = new Collection(db, "tokens", true);
+    this.labels = new Collection(db, "labels", true);
   }
 
   /**

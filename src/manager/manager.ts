@@ -12,7 +12,7 @@ import type { InstanceHandle, InstanceStatus, PlatformDriver, Readiness } from "
 import type { JsonObject } from "../wot/rdf.js";
 import { asManagerError, invalid, ManagerError, notFound } from "./errors.js";
 import { instanceSpec, resolveConfiguration } from "./instance-spec.js";
-import type { Inventory } from "./inventory.js";
+import { type Inventory, labelKey } from "./inventory.js";
 import type { ManagerStore, StoredSnapshot } from "./manager-store.js";
 import {
   type DtcNode,
@@ -349,6 +349,7 @@ export class DtcManager {
       this.#store.transaction(() => {
         this.#store.instances.delete(id);
         this.#store.states.delete(id);
+        this.#store.labels.delete(labelKey("Instance", id));
         for (const snapshot of this.#store.snapshots.all()) {
           if (snapshot.instance === id) this.#store.snapshots.delete(snapshot.id);
         }

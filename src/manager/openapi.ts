@@ -69,7 +69,12 @@ function operation(route: ApiRoute, { authenticated }: OpenApiOptions): JsonObje
         ? { description: "Done, no content" }
         : {
             description: route.title,
-            content: { [route.produces ?? JSON_MEDIA_TYPE]: { schema: schemaOf(route.output, "output") } },
+            content: Object.fromEntries(
+              [route.produces ?? JSON_MEDIA_TYPE, ...(route.producesAlso ?? [])].map((type) => [
+                type,
+                { schema: schemaOf(route.output as Parameters<typeof schemaOf>[0], "output") },
+              ]),
+            ),
           };
   }
   for (const [status, description] of Object.entries(route.errors ?? {})) {

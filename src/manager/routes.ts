@@ -15,6 +15,14 @@ import type { Access } from "../security/principal.js";
 import { TM_MEDIA_TYPE } from "../wot/instantiate.js";
 import type { JsonObject } from "../wot/rdf.js";
 import {
+  APPLY_MEDIA_TYPES,
+  applyOutput,
+  manifestInput,
+  manifestOutput,
+  OBJECT_KINDS,
+  YAML_MEDIA_TYPE,
+} from "./apply.js";
+import {
   candidateOutput,
   INSTANCE_LIFECYCLES,
   idOf,
@@ -62,9 +70,16 @@ export interface ApiRoute {
   readonly inputName?: string;
   /** Body media types, the first preferred (default application/json). */
   readonly accepts?: readonly string[];
+  /**
+   * The body reaches the handler as text, unparsed (it is not JSON only, e.g. YAML): the handler
+   * checks it; `input` still describes it (as JSON).
+   */
+  readonly rawBody?: true;
   readonly output?: z.ZodType;
   /** Media type of a success body (default application/json). */
   readonly produces?: string;
+  /** Other media types of the same success body, by Accept (the handler chooses). */
+  readonly producesAlso?: readonly string[];
   /** The success statuses it answers, the usual one first. */
   readonly statuses: readonly SuccessStatus[];
   /** Error statuses it answers with problem details, and when. */
@@ -90,6 +105,8 @@ const INVALID = { 400: "The body or a parameter is invalid (see validationErrors
 
 /** A node's label as a query: `name=value`, or `name` (has the label). */
 export const LABEL_QUERY_PATTERN = /^[^=]+(=.*)?$/;
+/** Labels to have, comma-separated: `a=1,b`. */
+const LABEL_SELECTOR_PATTERN = /^[^=,]+(=[^,]*)?(,[^=,]+(=[^,]*)?)*$/;
 
 /** RFC 9457 problem details, as every error is answered (src/http/problem.ts). */
 export const problemDetails = z
@@ -494,6 +511,61 @@ export const MANAGER_API = [
       404: "No such snapshot or node",
       409: "The id is in use, or the node cannot take the package",
     },
+  },
+  // Declarative apply (src/manager/apply.ts).
+  {
+    name: "applyManifest",
+    title: "Apply a manifest",
+    description:
+      "Applies a manifest of documents (apiVersion dtc/v1; kind Schema, Node, Package, Instance) as YAML or JSON: checked whole first (400 naming every problem by document index and field, nothing changed), then carried out in dependency order, idempotently; answers per object created, updated (with the diff), unchanged or pruned. dryRun=true answers the plan and changes nothing; prune=true removes the objects labelled dtc.apply/manifest with the manifest's name that it no longer names.",
+    method: "POST",
+    path: "/apply",
+    access: "admin",
+    query: z.object({
+      dryRun: flag("true: answer the plan, change nothing").optional(),
+      prune: flag(
+        "true: remove the objects carrying the manifest's dtc.apply/manifest label that it no longer names",
+      ).optional(),
+    }),
+    input: manifestInput,
+    inputName: "manifest",
+    accepts: APPLY_MEDIA_TYPES,
+    rawBody: true,
+    output: applyOutput,
+    statuses: [200],
+    idempotent: true,
+    errors: {
+      ...INVALID,
+      404: "An object the manifest needs went away while it was applied",
+      409: "An object cannot be changed as the manifest says now (e.g. a node cannot take an instance)",
+    },
+  },
+  {
+    name: "getManifest",
+    title: "Get the manifest",
+    description:
+      "The current objects (not the built-in ones) as manifest documents, in apply order: a YAML stream (default), or { items } as JSON (Accept: application/json). Applied back, it changes nothing.",
+    ...READ,
+    path: "/manifest",
+    query: z.object({
+      kind: z
+        .string()
+        .regex(
+          new RegExp(`^(${OBJECT_KINDS.join("|")})(,(${OBJECT_KINDS.join("|")}))*$`),
+          "must be a comma-separated list of Node, Schema, Package, Instance",
+        )
+        .meta({ description: "Only these kinds, comma-separated (e.g. Node,Package)" })
+        .optional(),
+      selector: z
+        .string()
+        .regex(LABEL_SELECTOR_PATTERN, "must be name=value or name, comma-separated")
+        .meta({ description: "Only objects with these labels: name=value or name, comma-separated" })
+        .optional(),
+    }),
+    output: manifestOutput,
+    produces: YAML_MEDIA_TYPE,
+    producesAlso: [JSON_MEDIA_TYPE],
+    errors: INVALID,
   },
 ] as const satisfies readonly ApiRoute[];
 

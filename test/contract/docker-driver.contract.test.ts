@@ -58,6 +58,8 @@ runDriverContract({
       httpBaseUri: () => "http://127.0.0.1:8080/twins",
       gatewayId: "contract-gateway",
       pushIntervalMs: 200,
+      // A private vfs engine on a loaded machine can take longer than the default 10 s.
+      engineTimeoutMs: 60_000,
     });
     drivers.push(driver);
     return driver;
