@@ -88,8 +88,9 @@ export function registerTop(cli: Cli): void {
       if (stdin.isTTY) stdin.setRawMode(true);
       stdin.resume();
       const onKey = (chunk: Buffer) => {
-        const key = chunk.toString();
-        if (key === "q" || key === "Q" || key === "\x03" || key === "\x1b") quit();
+        // One read may hold several keys (typed fast, or behind a terminal's own report): any q quits.
+        const keys = chunk.toString();
+        if (keys.includes("q") || keys.includes("Q") || keys.includes("\x03") || keys === "\x1b") quit();
       };
       stdin.on("data", onKey);
       stdin.once("end", quit);
