@@ -229,12 +229,16 @@ const lastTracedUpdate = new WeakMap<object, number>();
  * UPDATE_TRACE_INTERVAL_MS (and as the SDK's sampler decides); undefined otherwise. The caller
  * adds events at each step and calls endUpdate().
  */
-export function startUpdateSpan(twin: object, attributes: Attributes, now: number): Span | undefined {
+export function startUpdateSpan(twin: object, twinId: string, topic: string, now: number): Span | undefined {
+  // The hot path: nothing is allocated unless a span is started.
   if (!on) return undefined;
   const last = lastTracedUpdate.get(twin);
   if (last !== undefined && now - last < UPDATE_TRACE_INTERVAL_MS) return undefined;
   lastTracedUpdate.set(twin, now);
-  return tracer().startSpan("dtc.twin.update", { attributes, kind: SpanKind.CONSUMER });
+  return tracer().startSpan("dtc.twin.update", {
+    attributes: { "dtc.twin": twinId, "messaging.destination.name": topic },
+    kind: SpanKind.CONSUMER,
+  });
 }
 
 /** Ends an update span with its outcome ("committed", "rejected", "stale"); `err`: why it was rejected. */

@@ -374,11 +374,7 @@ export class Twin {
     if (!iface || !this.attached) return undefined;
     this.counters.messages++;
     // One update in a while is traced (tracing on): its steps are the span's events.
-    const span = startUpdateSpan(
-      this,
-      { "dtc.twin": this.id, "messaging.destination.name": topic },
-      receivedAt,
-    );
+    const span = startUpdateSpan(this, this.id, topic, receivedAt);
     let event: PhysicalEvent;
     let values: Record<string, unknown>;
     try {
@@ -435,10 +431,10 @@ export class Twin {
     this.#states.push(record);
     span?.addEvent("commit", { "dtc.update.properties": names.length });
     // The listeners publish the update (MQTT, node-wot's observers): inside the update's span.
-    if (names.length > 0)
-      inSpan(span, () => {
-        for (const l of this.#listeners) l.propertiesChanged?.(names);
-      });
+    if (names.length > 0) {
+      if (span) inSpan(span, () => this.#propertiesChanged(names));
+      else this.#propertiesChanged(names);
+    }
     span?.addEvent("publish");
     // A Bound twin is judged on each update, not only when the runtime's timer comes round to it
     // (once per push interval, 1 s by default): otherwise a freshly bound twin whose ODTE already
@@ -486,6 +482,10 @@ export class Twin {
     for (const d of disabled) this.#augmentationDisabled(d, event.receivedAt);
     if (errors[0]) throw errors[0];
     return values;
+  }
+
+  #propertiesChanged(names: string[]): void {
+    for (const l of this.#listeners) l.propertiesChanged?.(names);
   }
 
   #augmentationFailed(error: AugmentationError, at: number): void {
